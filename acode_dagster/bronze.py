@@ -1,0 +1,409 @@
+"""The bronze layer on a local folder or on S3: the fixed layout and the all-or-nothing publish.
+
+Layout (fixed, downstream readers depend on it)::
+
+    <root>/origin=airbyte/database=bronze_acode/<table>/cog_dt_ingestion=YYYY-MM-DD/
+        file_<table>_001.parquet, file_<table>_002.parquet, ..., _SUCCESS
+
+A partition is visible only with its ``_SUCCESS`` marker, a JSON manifest naming its files and
+rows, written last. Writers first build the whole new version in a staging place that readers
+ignore (names starting with ``.`` or ``_``, which Spark, pyarrow and Athena skip), so a run killed
+while writing leaves the previous version untouched. The swap itself is short: two renames on a
+folder; on S3, remove the marker, server-side copy the staged objects in, delete the stale ones,
+write the marker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from acode_dagster.errors import BronzeError, ConfigError
+from acode_dagster.tables import BRONZE_DATABASE, BRONZE_ORIGIN, Table
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger(__name__)
+
+SUCCESS_MARKER = "_SUCCESS"
+PARTITION_COLUMN = "cog_dt_ingestion"
+
+
+def table_prefix(table: Table) -> str:
+    return f"origin={BRONZE_ORIGIN}/database={BRONZE_DATABASE}/{table.name}"
+
+
+def partition_prefix(table: Table, day: date) -> str:
+    return f"{table_prefix(table)}/{PARTITION_COLUMN}={day:%Y-%m-%d}"
+
+
+def file_name(table: Table, number: int) -> str:
+    return f"file_{table.name}_{number:03d}.parquet"
+
+
+@dataclass(frozen=True)
+class ManifestFile:
+    name: str
+    rows: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What ``_SUCCESS`` holds: enough for a reader, or a check, to trust the partition."""
+
+    table: str
+    partition: str
+    rows: int
+    files: tuple[ManifestFile, ...]
+    source: str
+    """The server the rows were read from, without credentials."""
+    replicator: str
+    published_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    version: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.bytes for f in self.files)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        raw = json.loads(text)
+        raw["files"] = tuple(ManifestFile(**f) for f in raw["files"])
+        return cls(**raw)
+
+
+class Staging(Protocol):
+    """A new version of one partition being written. Files are written into :attr:`workdir`."""
+
+    workdir: Path
+
+    def add_file(self, path: Path) -> None:
+        """``path`` (inside workdir) is complete; the store may move it off local disk now."""
+
+    def publish(self, manifest: Manifest) -> None:
+        """Make the staged version the visible one, replacing any previous version."""
+
+
+class BronzeStore(Protocol):
+    """One bronze root (a folder or an S3 bucket and prefix)."""
+
+    url: str
+
+    def partition_url(self, table: Table, day: date) -> str: ...
+
+    def staging(self, table: Table, day: date) -> Any:
+        """A context manager yielding a :class:`Staging`; leaving it without publish discards."""
+
+    def manifest(self, table: Table, day: date) -> Manifest | None:
+        """The published version's manifest, or None when the partition is not visible."""
+
+    def read_partition(self, table: Table, day: date) -> pa.Table:
+        """The visible version's rows (for tests, checks and people); BronzeError when absent."""
+
+    def visible_files(self, table: Table, day: date) -> list[str]:
+        """Every object or file under the partition, marker included, published or not."""
+
+
+def parse_bronze_url(url: str, *, setting: str = "ACODE_BRONZE_URL") -> tuple[str, str]:
+    """``('file', '/abs/path')`` or ``('s3', 'bucket/prefix')``; ConfigError names the fix."""
+    text = url.strip()
+    if not text:
+        raise ConfigError(f"{setting} is empty; set a folder or s3://bucket[/prefix]")
+    parts = urlsplit(text)
+    if parts.scheme == "s3":
+        if not parts.netloc:
+            raise ConfigError(f"{setting}={text!r} names no bucket; expected s3://bucket[/prefix]")
+        return "s3", f"{parts.netloc}/{parts.path.strip('/')}".rstrip("/")
+    if parts.scheme in ("", "file"):
+        return "file", str(Path(parts.path if parts.scheme else text).expanduser().resolve())
+    raise ConfigError(
+        f"{setting}={text!r} has scheme {parts.scheme!r}; expected a local folder or "
+        "s3://bucket[/prefix]"
+    )
+
+
+def open_store(url: str, *, setting: str = "ACODE_BRONZE_URL") -> BronzeStore:
+    kind, where = parse_bronze_url(url, setting=setting)
+    if kind == "s3":
+        bucket, _, prefix = where.partition("/")
+        return S3Store(bucket, prefix)
+    return LocalStore(Path(where))
+
+
+def _read_files(paths: list[Any], table: Table, filesystem: Any = None) -> pa.Table:
+    if not paths:
+        return table.arrow_schema.empty_table()
+    parts = [pq.read_table(p, filesystem=filesystem) for p in paths]
+    return pa.concat_tables(parts)
+
+
+class LocalStore:
+    """Bronze in a local folder. The swap is a pair of renames inside the table's folder."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.url = str(root)
+
+    def _dir(self, table: Table, day: date) -> Path:
+        return self.root / partition_prefix(table, day)
+
+    def partition_url(self, table: Table, day: date) -> str:
+        return str(self._dir(table, day))
+
+    @contextmanager
+    def staging(self, table: Table, day: date) -> Iterator[_LocalStaging]:
+        final = self._dir(table, day)
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BronzeError(
+                f"cannot create the bronze folder {final.parent}: {exc.strerror}; check "
+                "ACODE_BRONZE_URL and the folder's permissions"
+            ) from None
+        # Same folder as the final one, so the publish is a rename on one filesystem.
+        work = final.parent / f".staging-{final.name}-{uuid.uuid4().hex[:12]}"
+        work.mkdir()
+        staging = _LocalStaging(work, final)
+        try:
+            yield staging
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def manifest(self, table: Table, day: date) -> Manifest | None:
+        marker = self._dir(table, day) / SUCCESS_MARKER
+        try:
+            return Manifest.from_json(marker.read_text())
+        except FileNotFoundError:
+            return None
+
+    def read_partition(self, table: Table, day: date) -> pa.Table:
+        manifest = self.manifest(table, day)
+        if manifest is None:
+            raise BronzeError(f"partition {self.partition_url(table, day)} is not published")
+        folder = self._dir(table, day)
+        return _read_files([folder / f.name for f in manifest.files], table)
+
+    def visible_files(self, table: Table, day: date) -> list[str]:
+        folder = self._dir(table, day)
+        return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+class _LocalStaging:
+    def __init__(self, workdir: Path, final: Path):
+        self.workdir = workdir
+        self.final = final
+
+    def add_file(self, path: Path) -> None:
+        _fsync(path)
+
+    def publish(self, manifest: Manifest) -> None:
+        marker = self.workdir / SUCCESS_MARKER
+        marker.write_text(manifest.to_json())
+        _fsync(marker)
+        _fsync(self.workdir)
+        trash = self.final.parent / f".trash-{self.final.name}-{uuid.uuid4().hex[:12]}"
+        # rename() cannot replace a non-empty folder, so the old version steps aside first;
+        # a kill between the two renames leaves the partition absent, never mixed.
+        if self.final.exists():
+            self.final.rename(trash)
+        self.workdir.rename(self.final)
+        _fsync(self.final.parent)
+        shutil.rmtree(trash, ignore_errors=True)
+        for leftover in self.final.parent.glob(f".trash-{self.final.name}-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def s3_client() -> S3Client:
+    """boto3's client from its standard variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...)."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5)
+    return boto3.session.Session().client("s3", config=config)
+
+
+class S3Store:
+    """Bronze on S3 with the committer convention: ``_SUCCESS`` removed first, written last."""
+
+    def __init__(self, bucket: str, prefix: str = "", client: S3Client | None = None):
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        self._client = client
+
+    @property
+    def client(self) -> S3Client:
+        if self._client is None:
+            self._client = s3_client()
+        return self._client
+
+    def _key(self, *parts: str) -> str:
+        return "/".join(p for p in (self.prefix, *parts) if p)
+
+    def partition_url(self, table: Table, day: date) -> str:
+        return f"s3://{self.bucket}/{self._key(partition_prefix(table, day))}"
+
+    def _list(self, prefix: str) -> list[str]:
+        keys: list[str] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        with _s3_errors(self.bucket):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                keys.extend(obj["Key"] for obj in page.get("Contents", []))
+        return keys
+
+    @contextmanager
+    def staging(self, table: Table, day: date) -> Iterator[_S3Staging]:
+        with _s3_errors(self.bucket):
+            # Fail before reading a single source row when the bucket is missing or forbidden.
+            self.client.head_bucket(Bucket=self.bucket)
+        staged_prefix = self._key(
+            table_prefix(table),
+            "_staging",
+            f"{PARTITION_COLUMN}={day:%Y-%m-%d}",
+            uuid.uuid4().hex[:12],
+        )
+        with tempfile.TemporaryDirectory(prefix="acode-bronze-") as tmp:
+            staging = _S3Staging(
+                self, Path(tmp), staged_prefix, self._key(partition_prefix(table, day))
+            )
+            try:
+                yield staging
+            finally:
+                staging.discard_staged()
+
+    def manifest(self, table: Table, day: date) -> Manifest | None:
+        key = self._key(partition_prefix(table, day), SUCCESS_MARKER)
+        try:
+            with _s3_errors(self.bucket):
+                body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except BronzeError as exc:
+            if "NoSuchKey" in str(exc) or "404" in str(exc):
+                return None
+            raise
+        return Manifest.from_json(body.decode())
+
+    def read_partition(self, table: Table, day: date) -> pa.Table:
+        import pyarrow.fs as pafs
+
+        manifest = self.manifest(table, day)
+        if manifest is None:
+            raise BronzeError(f"partition {self.partition_url(table, day)} is not published")
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        fs = pafs.S3FileSystem(
+            endpoint_override=endpoint,
+            region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        )
+        base = f"{self.bucket}/{self._key(partition_prefix(table, day))}"
+        return _read_files([f"{base}/{f.name}" for f in manifest.files], table, fs)
+
+    def visible_files(self, table: Table, day: date) -> list[str]:
+        prefix = self._key(partition_prefix(table, day)) + "/"
+        return sorted(k[len(prefix) :] for k in self._list(prefix))
+
+
+class _S3Staging:
+    def __init__(self, store: S3Store, workdir: Path, staged_prefix: str, final_prefix: str):
+        self.store = store
+        self.workdir = workdir
+        self.staged_prefix = staged_prefix
+        self.final_prefix = final_prefix
+        self.staged: list[str] = []
+
+    def add_file(self, path: Path) -> None:
+        key = f"{self.staged_prefix}/{path.name}"
+        with _s3_errors(self.store.bucket):
+            self.store.client.upload_file(str(path), self.store.bucket, key)
+        self.staged.append(path.name)
+        # Local disk holds one file at a time, whatever the partition's size.
+        path.unlink()
+
+    def publish(self, manifest: Manifest) -> None:
+        client, bucket = self.store.client, self.store.bucket
+        marker = f"{self.final_prefix}/{SUCCESS_MARKER}"
+        with _s3_errors(bucket):
+            client.delete_object(Bucket=bucket, Key=marker)
+            for name in self.staged:
+                client.copy(
+                    {"Bucket": bucket, "Key": f"{self.staged_prefix}/{name}"},
+                    bucket,
+                    f"{self.final_prefix}/{name}",
+                )
+            keep = {f"{self.final_prefix}/{name}" for name in self.staged}
+            stale = [k for k in self.store._list(self.final_prefix + "/") if k not in keep]
+            _delete_keys(client, bucket, stale)
+            client.put_object(
+                Bucket=bucket,
+                Key=marker,
+                Body=manifest.to_json().encode(),
+                ContentType="application/json",
+            )
+
+    def discard_staged(self) -> None:
+        try:
+            keys = self.store._list(self.staged_prefix + "/")
+            _delete_keys(self.store.client, self.store.bucket, keys)
+        except BronzeError as exc:
+            # Leftovers under _staging/ are invisible to readers; a failed clean-up is not fatal.
+            log.warning("could not remove staged objects under %s: %s", self.staged_prefix, exc)
+
+
+def _delete_keys(client: S3Client, bucket: str, keys: list[str]) -> None:
+    for start in range(0, len(keys), 1000):
+        chunk = keys[start : start + 1000]
+        client.delete_objects(
+            Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
+        )
+
+
+@contextmanager
+def _s3_errors(bucket: str) -> Iterator[None]:
+    """S3 failures as BronzeError naming the bucket and the likely fix (no credentials shown)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", "?"))
+        hints = {
+            "NoSuchBucket": "the bucket does not exist: create it or fix ACODE_BRONZE_URL",
+            "404": "the bucket or object does not exist: create the bucket or fix ACODE_BRONZE_URL",
+            "AccessDenied": "access denied: check the AWS credentials and the bucket policy",
+            "403": "access denied: check the AWS credentials and the bucket policy",
+            "InvalidAccessKeyId": "the AWS access key is not known: check AWS_ACCESS_KEY_ID",
+            "SignatureDoesNotMatch": "the AWS secret key is wrong: check AWS_SECRET_ACCESS_KEY",
+        }
+        hint = hints.get(code, "see the S3 error code")
+        raise BronzeError(f"S3 bucket {bucket!r}: {code} — {hint}") from None
+    except BotoCoreError as exc:
+        raise BronzeError(
+            f"S3 bucket {bucket!r}: {type(exc).__name__}: {exc} — check AWS_ENDPOINT_URL and the "
+            "network"
+        ) from None

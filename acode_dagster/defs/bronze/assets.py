@@ -1,0 +1,94 @@
+"""One daily-partitioned bronze asset per ACODE table, all built from the table descriptions."""
+
+import dagster as dg
+
+from acode_dagster.defs.bronze.partitions import daily_partitions
+from acode_dagster.defs.resources import AcodeSourcesResource, BronzeResource, ReplicatorResource
+from acode_dagster.replicator import SyncResult
+from acode_dagster.routing import read_route
+from acode_dagster.tables import BRONZE_DATABASE, TABLES, Table, parse_partition_key
+
+GROUP = "bronze_acode"
+
+
+def column_schema(table: Table) -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=c.name,
+                type=f"{c.mysql_type} -> {c.arrow_type}",
+                description=c.description or None,
+                constraints=dg.TableColumnConstraints(nullable=c.nullable),
+            )
+            for c in table.columns
+        ]
+    )
+
+
+def bronze_key(table: Table) -> dg.AssetKey:
+    return dg.AssetKey([GROUP, table.name])
+
+
+def materialization_metadata(
+    result: SyncResult, route_source: str, route_bucket: str, server: str
+) -> dict[str, dg.MetadataValue]:
+    url = result.bronze_url
+    return {
+        "dagster/row_count": dg.MetadataValue.int(result.rows),
+        "source_rows": dg.MetadataValue.int(result.source_rows),
+        "bytes": dg.MetadataValue.int(result.bytes),
+        "files": dg.MetadataValue.int(result.files),
+        "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
+        "rows_per_second": dg.MetadataValue.float(round(result.rows_per_second, 1)),
+        "source_server": dg.MetadataValue.text(server),
+        "source_role": dg.MetadataValue.text(route_source),
+        "bucket_role": dg.MetadataValue.text(route_bucket),
+        "replicator": dg.MetadataValue.text(result.manifest.replicator),
+        "bronze_url": dg.MetadataValue.url(url) if "://" in url else dg.MetadataValue.path(url),
+        "version": dg.MetadataValue.text(result.manifest.version),
+    }
+
+
+def build_bronze_asset(table: Table) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=bronze_key(table),
+        group_name=GROUP,
+        partitions_def=daily_partitions,
+        description=table.description,
+        kinds={"mysql", "parquet"},
+        owners=["team:data-engineering"],
+        tags={"acode/table": table.name, **{f"acode/{k}": v for k, v in table.tags.items()}},
+        metadata={
+            "dagster/column_schema": column_schema(table),
+            "dagster/table_name": f"{BRONZE_DATABASE}.{table.name}",
+            "partition_rule": (
+                "full snapshot taken when the day is synced"
+                if table.is_snapshot
+                else f"rows whose {table.partition_column} falls on the local day"
+            ),
+            "critical_columns": ", ".join(table.critical_columns),
+            "expected_daily_rows": table.expected_daily_rows,
+        },
+    )
+    def bronze_asset(
+        context: dg.AssetExecutionContext,
+        acode_sources: AcodeSourcesResource,
+        bronze: BronzeResource,
+        replicator: ReplicatorResource,
+    ) -> dg.MaterializeResult:
+        day = parse_partition_key(context.partition_key)
+        route = read_route(context.instance)
+        source = acode_sources.endpoint(route.source)
+        store = bronze.store(route.bucket)
+        context.log.info(
+            f"route: source={route.source} ({source.address}), bucket={route.bucket} ({store.url})"
+        )
+        result = replicator.build(log=context.log.info).sync(table, day, source, store)
+        return dg.MaterializeResult(
+            metadata=materialization_metadata(result, route.source, route.bucket, source.address)
+        )
+
+    return bronze_asset
+
+
+bronze_assets = [build_bronze_asset(table) for table in TABLES]

@@ -1,0 +1,321 @@
+"""Replication of one (table, day) partition from a MySQL server into bronze.
+
+One interface, :class:`Replicator`, and one meaning of a partition for every implementation:
+partition D of a fact table is the rows whose ``Data_Processamento`` falls on local day D; of the
+catalogue, a full snapshot. The embedded implementation streams the rows through a Rust reader
+that yields Arrow record batches (connectorx), so memory is bounded by a batch and a row group,
+never by the partition, and the read runs at the speed of the wire rather than of Python objects.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from acode_dagster.bronze import BronzeStore, Manifest, ManifestFile, Staging, file_name
+from acode_dagster.errors import PartitionError, SourceError, redact
+from acode_dagster.mysql import MySQLEndpoint, explain_mysql_error
+from acode_dagster.tables import SOURCE_TIMEZONE, Table, day_window
+
+log = logging.getLogger(__name__)
+
+ProgressLog = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    table: str
+    partition: str
+    rows: int
+    source_rows: int
+    """What COUNT(*) on the window said just before the read: the reconciliation baseline."""
+    bytes: int
+    files: int
+    seconds: float
+    source: str
+    bronze_url: str
+    manifest: Manifest
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else float(self.rows)
+
+
+class Replicator(Protocol):
+    name: str
+
+    def sync(
+        self, table: Table, day: date, source: MySQLEndpoint, store: BronzeStore
+    ) -> SyncResult: ...
+
+
+def ensure_day_is_over(table: Table, day: date, now: datetime | None = None) -> None:
+    """A fact partition is synced only once its local day has ended, so it never changes again."""
+    if table.is_snapshot:
+        return
+    now = now or datetime.now(SOURCE_TIMEZONE)
+    _, end = day_window(day)
+    if now.replace(tzinfo=None) < end:
+        raise PartitionError(
+            f"partition {day:%Y-%m-%d} of {table.name} is not over yet in {SOURCE_TIMEZONE.key} "
+            f"(it ends at {end:%Y-%m-%d %H:%M}); sync it after that, or pick an earlier day"
+        )
+
+
+def preflight(table: Table, day: date, source: MySQLEndpoint) -> int:
+    """Check the source has the table and its columns, and count the partition's rows.
+
+    Doing this with a plain driver before the fast reader starts gives one clear error for a
+    wrong password, a dead server or a missing table or column, instead of whatever the fast
+    reader happens to say.
+    """
+    connection = source.connect()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT COLUMN_NAME FROM information_schema.COLUMNS "
+                "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+                (source.database, table.name),
+            )
+            present = {row[0] for row in cursor.fetchall()}
+            if not present:
+                raise SourceError(
+                    f"MySQL {source.display}: table {table.name} does not exist (or the user "
+                    f"cannot see it) — the server must have the tables of acode_source_schema.sql "
+                    f"and the user needs SELECT on them",
+                    server=source.display,
+                )
+            missing = [c for c in table.column_names if c not in present]
+            if missing:
+                raise SourceError(
+                    f"MySQL {source.display}: table {table.name} lacks column(s) "
+                    f"{', '.join(missing)} of the contract — the source schema changed; fix the "
+                    "source or update acode_dagster/tables.py and the contract together",
+                    server=source.display,
+                )
+            cursor.execute(table.count_sql(day))
+            row = cursor.fetchone()
+            return int(row[0]) if row else 0
+    finally:
+        connection.close()
+
+
+class PartitionWriter:
+    """Writes record batches as Snappy Parquet files of bounded size into a staging folder."""
+
+    def __init__(
+        self,
+        table: Table,
+        staging: Staging,
+        *,
+        row_group_rows: int = 131_072,
+        max_file_bytes: int = 512 * 1024 * 1024,
+    ):
+        self.table = table
+        self.staging = staging
+        self.row_group_rows = row_group_rows
+        self.max_file_bytes = max_file_bytes
+        self.files: list[ManifestFile] = []
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._path: Path | None = None
+        self._file_rows = 0
+
+    @property
+    def rows(self) -> int:
+        return sum(f.rows for f in self.files) + self._file_rows + self._pending_rows
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self._pending.append(batch)
+        self._pending_rows += batch.num_rows
+        if self._pending_rows >= self.row_group_rows:
+            self._flush_row_group()
+
+    def _flush_row_group(self) -> None:
+        if not self._pending:
+            return
+        chunk = pa.Table.from_batches(self._pending, schema=self.table.arrow_schema)
+        self._pending, self._pending_rows = [], 0
+        if self._writer is None:
+            self._open_file()
+        assert self._writer is not None and self._path is not None
+        self._writer.write_table(chunk, row_group_size=max(chunk.num_rows, 1))
+        self._file_rows += chunk.num_rows
+        # The size is known only once a row group is flushed: files end a little past the bound.
+        if self._path.stat().st_size >= self.max_file_bytes:
+            self._close_file()
+
+    def _open_file(self) -> None:
+        self._path = self.staging.workdir / file_name(self.table, len(self.files) + 1)
+        self._writer = pq.ParquetWriter(
+            self._path,
+            self.table.arrow_schema,
+            compression="snappy",
+            write_statistics=True,
+            use_dictionary=True,
+        )
+        self._file_rows = 0
+
+    def _close_file(self) -> None:
+        assert self._writer is not None and self._path is not None
+        self._writer.close()
+        size = self._path.stat().st_size
+        self.files.append(ManifestFile(self._path.name, self._file_rows, size))
+        self.staging.add_file(self._path)
+        self._writer, self._path, self._file_rows = None, None, 0
+
+    def close(self) -> list[ManifestFile]:
+        self._flush_row_group()
+        if self._writer is None and not self.files:
+            # An empty partition still gets one file, so readers see its schema and checks see 0.
+            self._open_file()
+        if self._writer is not None:
+            self._close_file()
+        return self.files
+
+
+def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """Cast a reader batch to the table's exact types; refuse anything that would lose data.
+
+    ``safe=True`` makes Arrow raise on decimal truncation or integer overflow instead of rounding,
+    so a row the contract does not admit fails the sync with its column named.
+    """
+    if batch.schema.names != schema.names:
+        raise SourceError(
+            f"the reader returned columns {batch.schema.names}, expected {schema.names}"
+        )
+    arrays = []
+    for column, target in zip(batch.columns, schema, strict=True):
+        try:
+            arrays.append(column if column.type == target.type else column.cast(target.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise SourceError(
+                f"column {target.name}: a source value does not fit the contract's type "
+                f"{target.type} ({exc}) — the source admits values the bronze schema does not; "
+                "fix the row at the source or widen the type in tables.py and the contract"
+            ) from None
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def stream_batches(source: MySQLEndpoint, query: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """Record batches of ``query`` from the server, fetched as the consumer pulls them."""
+    import connectorx as cx
+
+    try:
+        reader = cx.read_sql(
+            source.arrow_reader_url(), query, return_type="arrow_stream", batch_size=batch_rows
+        )
+        yield from reader
+    except Exception as exc:
+        # The reader's errors may quote the connection string; never let the password through.
+        raise explain_mysql_error(
+            source, RuntimeError(redact(str(exc), source.secrets()))
+        ) from None
+
+
+@dataclass
+class EmbeddedReplicator:
+    """MySQL -> Arrow -> Parquet in this process, streamed, published all or nothing."""
+
+    batch_rows: int = 65_536
+    row_group_rows: int = 131_072
+    max_file_bytes: int = 512 * 1024 * 1024
+    progress_every_s: float = 10.0
+    log: ProgressLog = log.info
+    name: str = "embedded"
+
+    def sync(
+        self, table: Table, day: date, source: MySQLEndpoint, store: BronzeStore
+    ) -> SyncResult:
+        ensure_day_is_over(table, day)
+        started = time.monotonic()
+        expected = preflight(table, day, source)
+        self.log(
+            f"{table.name} {day:%Y-%m-%d}: reading {expected:,} rows from {source.display} "
+            f"into {store.partition_url(table, day)}"
+        )
+        with store.staging(table, day) as staging:
+            writer = PartitionWriter(
+                table,
+                staging,
+                row_group_rows=self.row_group_rows,
+                max_file_bytes=self.max_file_bytes,
+            )
+            batches = stream_batches(source, table.select_sql(day), self.batch_rows)
+            for batch in self._with_progress(batches, table, day, expected, started):
+                writer.write(conform(batch, table.arrow_schema))
+            files = writer.close()
+            manifest = Manifest(
+                table=table.name,
+                partition=f"{day:%Y-%m-%d}",
+                rows=sum(f.rows for f in files),
+                files=tuple(files),
+                source=source.display,
+                replicator=self.name,
+            )
+            staging.publish(manifest)
+        seconds = time.monotonic() - started
+        result = SyncResult(
+            table=table.name,
+            partition=manifest.partition,
+            rows=manifest.rows,
+            source_rows=expected,
+            bytes=manifest.bytes,
+            files=len(files),
+            seconds=seconds,
+            source=source.display,
+            bronze_url=store.partition_url(table, day),
+            manifest=manifest,
+        )
+        self.log(
+            f"{table.name} {day:%Y-%m-%d}: published {result.rows:,} rows in {result.files} "
+            f"file(s), {result.bytes / 1e6:.1f} MB, {seconds:.1f} s "
+            f"({result.rows_per_second:,.0f} rows/s)"
+        )
+        return result
+
+    def _with_progress(
+        self,
+        batches: Iterable[pa.RecordBatch],
+        table: Table,
+        day: date,
+        expected: int,
+        started: float,
+    ) -> Iterator[pa.RecordBatch]:
+        rows, last = 0, time.monotonic()
+        for batch in batches:
+            rows += batch.num_rows
+            yield batch
+            now = time.monotonic()
+            if now - last >= self.progress_every_s:
+                last = now
+                rate = rows / max(now - started, 1e-9)
+                share = f" ({rows / expected:.0%})" if expected else ""
+                self.log(
+                    f"{table.name} {day:%Y-%m-%d}: {rows:,} of {expected:,} rows{share}, "
+                    f"{rate:,.0f} rows/s"
+                )
+
+
+def describe(result: SyncResult) -> dict[str, Any]:
+    """A plain summary, for the CLI and for logs."""
+    return {
+        "table": result.table,
+        "partition": result.partition,
+        "rows": result.rows,
+        "files": result.files,
+        "bytes": result.bytes,
+        "seconds": round(result.seconds, 2),
+        "rows_per_s": round(result.rows_per_second),
+        "source": result.source,
+        "bronze_url": result.bronze_url,
+    }

@@ -1,0 +1,287 @@
+"""The three ACODE tables, described once as data.
+
+Everything table-specific in the platform (the extraction query, the Parquet schema, the assets,
+the checks and the demo data) is derived from the descriptions below, so adding a column or a
+table is an edit here and nowhere else. The descriptions must agree with the source contract,
+``acode_dagster/sql/acode_source_schema.sql`` (a copy of ``shared/acode_source_schema.sql``); a
+test parses that file and compares it column by column.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from functools import cached_property
+from importlib import resources
+from zoneinfo import ZoneInfo
+
+import pyarrow as pa
+
+SOURCE_TIMEZONE = ZoneInfo("America/Sao_Paulo")
+"""The source writes its DATETIMEs as local time of this zone; partitions are its local days."""
+
+SOURCE_DATABASE = "acode_farmarcas"
+BACKUP_DATABASE = "acode_farmarcas_replica"
+BRONZE_DATABASE = "bronze_acode"
+BRONZE_ORIGIN = "airbyte"
+
+_DECIMAL = re.compile(r"DECIMAL\((\d+),\s*(\d+)\)")
+_SIZED_STRING = re.compile(r"(CHAR|VARCHAR)\((\d+)\)")
+_INTEGERS: dict[str, pa.DataType] = {
+    "TINYINT": pa.int8(),
+    "TINYINT UNSIGNED": pa.uint8(),
+    "SMALLINT": pa.int16(),
+    "SMALLINT UNSIGNED": pa.uint16(),
+    "INT": pa.int32(),
+    "INT UNSIGNED": pa.uint32(),
+    "BIGINT": pa.int64(),
+    "BIGINT UNSIGNED": pa.uint64(),
+}
+
+
+def arrow_type_for(mysql_type: str) -> pa.DataType:
+    """The exact Arrow type for a MySQL column type as the contract spells it.
+
+    Exact means lossless: DECIMAL stays decimal (never float), unsigned integers stay unsigned,
+    DATETIME(6) keeps its microseconds and its local wall-clock (a naive timestamp, because the
+    source stores local time without a zone and converting would invent an offset).
+    """
+    spelled = " ".join(mysql_type.upper().split())
+    spelled = re.sub(r"^(TINYINT|SMALLINT|INT|BIGINT)\(\d+\)", r"\1", spelled)
+    if spelled in _INTEGERS:
+        return _INTEGERS[spelled]
+    if match := _DECIMAL.fullmatch(spelled):
+        return pa.decimal128(int(match[1]), int(match[2]))
+    if _SIZED_STRING.fullmatch(spelled) or spelled == "TEXT":
+        return pa.string()
+    if spelled == "DATE":
+        return pa.date32()
+    if spelled in ("DATETIME(6)", "DATETIME"):
+        return pa.timestamp("us")
+    raise ValueError(
+        f"no Arrow mapping for MySQL type {mysql_type!r}; add one to acode_dagster.tables"
+    )
+
+
+@dataclass(frozen=True)
+class Column:
+    """One source column. ``mysql_type`` is spelled as in the contract."""
+
+    name: str
+    mysql_type: str
+    nullable: bool
+    description: str = ""
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        return arrow_type_for(self.mysql_type)
+
+    @property
+    def max_length(self) -> int | None:
+        """Declared character length of CHAR/VARCHAR columns, else None."""
+        match = _SIZED_STRING.fullmatch(self.mysql_type.upper())
+        return int(match[2]) if match else None
+
+
+@dataclass(frozen=True)
+class Table:
+    """A bronze table: its columns, how a day is cut out of it, and what matters in it."""
+
+    name: str
+    description: str
+    columns: tuple[Column, ...]
+    key: str
+    """The column that identifies a row (unique within a partition)."""
+    partition_column: str | None
+    """DATETIME column whose local day defines partition D; None for a full snapshot."""
+    critical_columns: tuple[str, ...]
+    expected_daily_rows: int
+    """Production volume of one partition, the order of magnitude the checks expect."""
+    demo_daily_rows: int
+    """Rows a demo day gets by default: small enough for a laptop, large enough to plot."""
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        names = [c.name for c in self.columns]
+        assert len(set(names)) == len(names), f"{self.name}: duplicate column"
+        for wanted in (self.key, self.partition_column, *self.critical_columns):
+            assert wanted is None or wanted in names, f"{self.name}: unknown column {wanted}"
+
+    @property
+    def is_snapshot(self) -> bool:
+        return self.partition_column is None
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    def column(self, name: str) -> Column:
+        for column in self.columns:
+            if column.name == name:
+                return column
+        raise KeyError(f"{self.name} has no column {name!r}")
+
+    @cached_property
+    def arrow_schema(self) -> pa.Schema:
+        return pa.schema(
+            [pa.field(c.name, c.arrow_type, nullable=c.nullable) for c in self.columns],
+            metadata={"acode.table": self.name},
+        )
+
+    def where_sql(self, day: date) -> str:
+        """The half-open window of partition ``day`` on local wall-clock time, or '' for a snapshot.
+
+        Literals, not parameters, because the Arrow reader takes a plain query; they come from a
+        ``date`` and cannot carry anything but digits, dashes and colons.
+        """
+        if self.partition_column is None:
+            return ""
+        start, end = day_window(day)
+        return (
+            f" WHERE `{self.partition_column}` >= '{start:%Y-%m-%d %H:%M:%S}'"
+            f" AND `{self.partition_column}` < '{end:%Y-%m-%d %H:%M:%S}'"
+        )
+
+    def select_sql(self, day: date) -> str:
+        """The extraction query for partition ``day``.
+
+        The column list is explicit so that a column added at the source (schema drift) never
+        leaks into bronze unannounced; the window is one range scan of the partition column's
+        index.
+        """
+        columns = ", ".join(f"`{c}`" for c in self.column_names)
+        order = f" ORDER BY `{self.key}`" if self.is_snapshot else ""
+        return f"SELECT {columns} FROM `{self.name}`{self.where_sql(day)}{order}"
+
+    def count_sql(self, day: date) -> str:
+        """Counts what :meth:`select_sql` returns, with the same window."""
+        return f"SELECT COUNT(*) FROM `{self.name}`{self.where_sql(day)}"
+
+
+def day_window(day: date) -> tuple[datetime, datetime]:
+    """[D 00:00:00, D+1 00:00:00) in the source's local wall-clock time (naive, as stored)."""
+    start = datetime(day.year, day.month, day.day)
+    return start, start + timedelta(days=1)
+
+
+def parse_partition_key(key: str) -> date:
+    """A partition key is a local day, ``YYYY-MM-DD``; anything else is refused clearly."""
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", key or ""):
+        raise ValueError(
+            f"bad partition key {key!r}: expected a day as YYYY-MM-DD, for example 2026-11-20"
+        )
+    try:
+        return date.fromisoformat(key)
+    except ValueError as exc:
+        raise ValueError(f"bad partition key {key!r}: {exc}; use a real calendar day") from None
+
+
+def source_schema_sql() -> str:
+    """The contract's DDL, shipped inside the package so the local stack can create the tables."""
+    return resources.files("acode_dagster.sql").joinpath("acode_source_schema.sql").read_text()
+
+
+FISCAL_LINES = Table(
+    name="farmarcas_si_analitico_diario",
+    description=(
+        "One row per fiscal sale line (NF-e item) of the pharmacy network: who sold (CNPJ), what "
+        "(EAN, NCM), under which tax codes (CFOP, CST), for how much. Partition D holds the lines "
+        "whose Data_Processamento falls on local day D (America/Sao_Paulo)."
+    ),
+    columns=(
+        Column("id", "BIGINT UNSIGNED", False, "surrogate key of the line"),
+        Column("Data", "DATE", False, "fiscal date of the sale"),
+        Column("Data_Processamento", "DATETIME(6)", False, "when ACODE processed the line"),
+        Column("CNPJ", "CHAR(14)", True, "pharmacy CNPJ, 14 digits"),
+        Column("Razao_Social", "VARCHAR(150)", True, "pharmacy legal name"),
+        Column("UF", "CHAR(2)", True, "state of the pharmacy"),
+        Column("Chave_NFe", "CHAR(44)", True, "NF-e access key, 44 digits"),
+        Column("Numero_NF", "INT UNSIGNED", True, "invoice number"),
+        Column("Serie_NF", "SMALLINT UNSIGNED", True, "invoice series"),
+        Column("Item_NF", "SMALLINT UNSIGNED", True, "item number within the invoice"),
+        Column("EAN", "VARCHAR(14)", True, "GTIN-8/12/13/14 of the product"),
+        Column("Descricao_Produto", "VARCHAR(200)", True, "product description on the invoice"),
+        Column("CFOP", "CHAR(4)", True, "fiscal operation code"),
+        Column("NCM", "CHAR(8)", True, "Mercosur product classification"),
+        Column("CST", "CHAR(3)", True, "ICMS tax situation code"),
+        Column("Quantidade", "DECIMAL(15,4)", True, "quantity sold"),
+        Column("Val_Unitario", "DECIMAL(15,4)", True, "unit price"),
+        Column("Val_Prod", "DECIMAL(15,2)", True, "gross value of the line"),
+        Column("Val_Desconto", "DECIMAL(15,2)", True, "discount"),
+        Column("Val_ICMS", "DECIMAL(15,2)", True, "ICMS tax"),
+        Column("ACODE_Val_Total", "DECIMAL(15,2)", True, "net value as ACODE computes it"),
+    ),
+    key="id",
+    partition_column="Data_Processamento",
+    critical_columns=("CNPJ", "EAN"),
+    expected_daily_rows=50_000_000,
+    demo_daily_rows=20_000,
+    tags={"domain": "fiscal", "grain": "sale_line"},
+)
+
+PRODUCTS = Table(
+    name="farmarcas_si_analitico_diario_produtos",
+    description=(
+        "The product catalogue (EAN, description, manufacturer, classification, maximum consumer "
+        "price). Partition D is a full snapshot of the catalogue taken when D is synced."
+    ),
+    columns=(
+        Column("EAN", "VARCHAR(14)", False, "GTIN of the product"),
+        Column("Descricao", "VARCHAR(200)", True, "product description"),
+        Column("Fabricante", "VARCHAR(120)", True, "manufacturer"),
+        Column("CNPJ_Fabricante", "CHAR(14)", True, "manufacturer CNPJ"),
+        Column("NCM", "CHAR(8)", True, "Mercosur product classification"),
+        Column("Categoria", "VARCHAR(60)", True, "category"),
+        Column("Principio_Ativo", "VARCHAR(200)", True, "active ingredient"),
+        Column("Registro_ANVISA", "CHAR(13)", True, "ANVISA registration number"),
+        Column("Preco_Maximo_Consumidor", "DECIMAL(15,2)", True, "maximum consumer price (PMC)"),
+        Column("Ativo", "TINYINT(1)", False, "1 when the product is active"),
+        Column("Data_Atualizacao", "DATETIME(6)", False, "last update of the product"),
+    ),
+    key="EAN",
+    partition_column=None,
+    critical_columns=("EAN",),
+    expected_daily_rows=150_000,
+    demo_daily_rows=2_000,
+    tags={"domain": "catalogue", "grain": "product"},
+)
+
+NFE_COMPLEMENTS = Table(
+    name="farmarcas_si_analitico_diario_complemento",
+    description=(
+        "NF-e / XML complements of the fiscal lines: issuer and recipient, authorization "
+        "protocol, status, total and XML hash. Partition D holds the complements whose "
+        "Data_Processamento falls on local day D (America/Sao_Paulo)."
+    ),
+    columns=(
+        Column("id", "BIGINT UNSIGNED", False, "surrogate key"),
+        Column("Chave_NFe", "CHAR(44)", False, "NF-e access key"),
+        Column("Data", "DATE", False, "fiscal date"),
+        Column("Data_Processamento", "DATETIME(6)", False, "when ACODE processed the NF-e"),
+        Column("CNPJ_Emitente", "CHAR(14)", True, "issuer CNPJ"),
+        Column("CNPJ_Destinatario", "CHAR(14)", True, "recipient CNPJ"),
+        Column("Protocolo_Autorizacao", "CHAR(15)", True, "SEFAZ authorization protocol"),
+        Column("Status_NFe", "VARCHAR(20)", True, "autorizada, cancelada, denegada"),
+        Column("Valor_Total_NF", "DECIMAL(15,2)", True, "total value of the NF-e"),
+        Column("XML_Hash", "CHAR(64)", True, "SHA-256 of the NF-e XML"),
+        Column("Informacoes_Complementares", "TEXT", True, "free-text complementary information"),
+    ),
+    key="id",
+    partition_column="Data_Processamento",
+    critical_columns=("Chave_NFe",),
+    expected_daily_rows=5_000_000,
+    demo_daily_rows=4_000,
+    tags={"domain": "fiscal", "grain": "nfe"},
+)
+
+TABLES: tuple[Table, ...] = (FISCAL_LINES, PRODUCTS, NFE_COMPLEMENTS)
+TABLES_BY_NAME: dict[str, Table] = {t.name: t for t in TABLES}
+
+
+def get_table(name: str) -> Table:
+    try:
+        return TABLES_BY_NAME[name]
+    except KeyError:
+        known = ", ".join(TABLES_BY_NAME)
+        raise ValueError(f"unknown table {name!r}; the bronze tables are: {known}") from None
