@@ -93,7 +93,6 @@ def test_materialize_three_assets_with_metadata_and_no_secret(
             materialization = event.materialization
             meta = {k: v.value for k, v in materialization.metadata.items()}
             assert meta["dagster/row_count"] > 0
-            assert meta["dagster/row_count"] == meta["source_rows"]
             assert meta["files"] >= 1 and meta["bytes"] > 0
             assert meta["seconds"] > 0 and meta["rows_per_second"] > 0
             assert meta["source_server"].startswith("127.0.0.1:")

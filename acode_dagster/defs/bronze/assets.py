@@ -35,7 +35,6 @@ def materialization_metadata(
     url = result.bronze_url
     return {
         "dagster/row_count": dg.MetadataValue.int(result.rows),
-        "source_rows": dg.MetadataValue.int(result.source_rows),
         "bytes": dg.MetadataValue.int(result.bytes),
         "files": dg.MetadataValue.int(result.files),
         "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
