@@ -37,9 +37,8 @@ ROWS = {FISCAL_LINES.name: 3000, NFE_COMPLEMENTS.name: 500, PRODUCTS.name: 400}
 @pytest.fixture(scope="module")
 def source(mariadb_pair: Any) -> Any:
     """The pair with three consecutive demo days, edge rows included, replicated to the backup."""
-    from acode_dagster.demo.loader import load_days
-
     from acode_dagster.demo.generator import Anomalies
+    from acode_dagster.demo.loader import load_days
 
     load_days(
         mariadb_pair.endpoint("primary", admin=True),
