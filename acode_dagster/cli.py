@@ -192,9 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Our progress lines at INFO; libraries (alembic, botocore, ...) only when they warn.
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("acode_dagster").setLevel(logging.INFO)
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args, Settings.from_env()))
