@@ -27,6 +27,7 @@ from acode_dagster.tables import (
     Table,
     day_window,
 )
+from acode_dagster_tests.support.source import source_window
 
 DAYS = [date(2026, 11, 18), date(2026, 11, 19), date(2026, 11, 20)]
 DAY = DAYS[1]
@@ -58,23 +59,6 @@ class Recorder:
 
     def __call__(self, line: str) -> None:
         self.lines.append(line)
-
-
-def source_window(endpoint: MySQLEndpoint, table: Table, day: date) -> list[dict[str, Any]]:
-    """The partition as the source holds it, cut in Python, not by the replicator's SQL."""
-    connection = endpoint.connect()
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT {', '.join(f'`{c}`' for c in table.column_names)} FROM `{table.name}`"
-            )
-            rows = [dict(zip(table.column_names, r, strict=True)) for r in cursor.fetchall()]
-    finally:
-        connection.close()
-    if not table.is_snapshot:
-        start, end = day_window(day)
-        rows = [r for r in rows if start <= r[table.partition_column] < end]
-    return sorted(rows, key=lambda r: r[table.key])
 
 
 def count_window(endpoint: MySQLEndpoint, table: Table) -> int:

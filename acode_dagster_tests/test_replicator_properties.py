@@ -32,6 +32,7 @@ from acode_dagster.tables import (
     day_window,
     source_schema_sql,
 )
+from acode_dagster_tests.support.source import source_window
 
 DATABASE = "acode_farmarcas_properties"
 DAY = date(2026, 11, 20)
@@ -132,20 +133,6 @@ def replace_rows(admin: MySQLEndpoint, table: Table, rows: list[tuple[Any, ...]]
         connection.close()
 
 
-def source_window(endpoint: MySQLEndpoint, table: Table) -> list[dict[str, Any]]:
-    connection = endpoint.connect()
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(f"SELECT * FROM `{table.name}`")
-            rows = [dict(zip(table.column_names, r, strict=True)) for r in cursor.fetchall()]
-    finally:
-        connection.close()
-    if not table.is_snapshot:
-        start, end = day_window(DAY)
-        rows = [r for r in rows if start <= r[table.partition_column] < end]
-    return sorted(rows, key=lambda r: r[table.key])
-
-
 @pytest.mark.parametrize("table", [FISCAL_LINES, PRODUCTS, NFE_COMPLEMENTS], ids=lambda t: t.name)
 @settings(
     max_examples=15,
@@ -167,4 +154,4 @@ def test_any_admitted_rows_copy_exactly(
         table, DAY, database, store
     )
     bronze = sorted(store.read_partition(table, DAY).to_pylist(), key=lambda r: r[table.key])
-    assert bronze == source_window(database, table)
+    assert bronze == source_window(database, table, DAY)

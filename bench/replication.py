@@ -46,9 +46,9 @@ def run_child(
     return measured["seconds"], measured["rss"], process.stdout
 
 
-def raw_read(stack: Any, day: date) -> tuple[float, int]:
+def client_read(stack: Any, day: date) -> tuple[list[str], dict[str, str]]:
+    """The raw client's command for the replicator's own SELECT, password in the environment."""
     endpoint = stack.endpoint("primary")
-    env = {**os.environ, "MYSQL_PWD": endpoint.password or ""}
     argv = [
         "mariadb",
         "--quick",
@@ -63,28 +63,18 @@ def raw_read(stack: Any, day: date) -> tuple[float, int]:
         "-e",
         FISCAL_LINES.select_sql(day),
     ]
+    return argv, {**os.environ, "MYSQL_PWD": endpoint.password or ""}
+
+
+def raw_read(stack: Any, day: date) -> tuple[float, int]:
+    argv, env = client_read(stack, day)
     seconds, rss, _ = run_child(argv, env=env)
     return seconds, rss
 
 
 def tsv_bytes(stack: Any, day: date) -> int:
     """Size of the result as the client prints it: the common yardstick for MB/s."""
-    endpoint = stack.endpoint("primary")
-    env = {**os.environ, "MYSQL_PWD": endpoint.password or ""}
-    argv = [
-        "mariadb",
-        "--quick",
-        "--batch",
-        "-h",
-        endpoint.host,
-        "-P",
-        str(endpoint.port),
-        "-u",
-        endpoint.user,
-        endpoint.database,
-        "-e",
-        FISCAL_LINES.select_sql(day),
-    ]
+    argv, env = client_read(stack, day)
     with subprocess.Popen(argv, stdout=subprocess.PIPE, env=env) as process:
         assert process.stdout is not None
         total = 0
