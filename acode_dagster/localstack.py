@@ -37,21 +37,18 @@ import pymysql.cursors
 
 from acode_dagster.errors import AcodeError, ConfigError, redact
 from acode_dagster.mysql import MySQLEndpoint
+from acode_dagster.routing import BACKUP, PRIMARY, ROLES
 from acode_dagster.tables import BACKUP_DATABASE, SOURCE_DATABASE, source_schema_sql
 
 log = logging.getLogger(__name__)
-
-PRIMARY = "primary"
-BACKUP = "backup"
-ROLES = (PRIMARY, BACKUP)
 
 HOST = "127.0.0.1"
 APP_USER = "acode"
 REPL_USER = "acode_repl"
 ROOT_USER = "root"
 
-DATABASES = {PRIMARY: SOURCE_DATABASE, BACKUP: BACKUP_DATABASE}
-_SERVER_IDS = {PRIMARY: 1, BACKUP: 2}
+DATABASES: dict[str, str] = {PRIMARY: SOURCE_DATABASE, BACKUP: BACKUP_DATABASE}
+_SERVER_IDS: dict[str, int] = {PRIMARY: 1, BACKUP: 2}
 
 _READY_TIMEOUT_S = 60.0
 _STOP_TIMEOUT_S = 30.0
@@ -203,7 +200,7 @@ class LocalStack:
 
     def _new_state(self) -> _State:
         ports = _free_ports(len(ROLES))
-        servers = {}
+        servers: dict[str, _ServerState] = {}
         for role, port in zip(ROLES, ports, strict=True):
             base = self.home / role
             servers[role] = _ServerState(
@@ -338,7 +335,7 @@ class LocalStack:
         state = self._load_state()
         if state is None:
             return {role: ServerStatus(role, 0, None, False) for role in ROLES}
-        result = {}
+        result: dict[str, ServerStatus] = {}
         for role in ROLES:
             server = state.servers[role]
             pid = self._live_pid(server)

@@ -12,6 +12,7 @@ from typing import Any, Literal
 Role = Literal["primary", "backup"]
 PRIMARY: Role = "primary"
 BACKUP: Role = "backup"
+ROLES: tuple[Role, ...] = (PRIMARY, BACKUP)
 
 
 @dataclass(frozen=True)
