@@ -13,7 +13,7 @@ from dagster._core.errors import DagsterUnknownPartitionError
 from acode_dagster.defs.bronze.assets import bronze_assets, bronze_key
 from acode_dagster.defs.resources import build_resources
 from acode_dagster.settings import Settings
-from acode_dagster.tables import FISCAL_LINES, TABLES
+from acode_dagster.tables import TABLES
 
 DAY = date(2026, 11, 5)
 
@@ -141,14 +141,3 @@ def test_embedded_default_reads_the_local_pair(mariadb_pair: Any, tmp_path: Path
     missing = MySQLServerResource(role="primary", stack_home=str(tmp_path / "never-started"))
     with pytest.raises(Exception, match="acode stack start"):
         missing.endpoint()
-
-
-def test_settings_refuse_bad_values() -> None:
-    from acode_dagster.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="ACODE_REPLICATOR='airflow'"):
-        Settings.from_env({"ACODE_REPLICATOR": "airflow"})
-    with pytest.raises(ConfigError, match="ACODE_PARTITIONS_START='2025-1-1'"):
-        Settings.from_env({"ACODE_PARTITIONS_START": "2025-1-1"})
-    assert Settings.from_env({}).replicator == "embedded"
-    assert FISCAL_LINES.name in {t.name for t in TABLES}
