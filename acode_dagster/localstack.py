@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -38,7 +37,7 @@ import pymysql.cursors
 from acode_dagster.errors import AcodeError, ConfigError, redact
 from acode_dagster.mysql import MySQLEndpoint
 from acode_dagster.routing import BACKUP, PRIMARY, ROLES
-from acode_dagster.tables import BACKUP_DATABASE, SOURCE_DATABASE, source_schema_sql
+from acode_dagster.tables import BACKUP_DATABASE, SOURCE_DATABASE, source_schema_statements
 
 log = logging.getLogger(__name__)
 
@@ -139,31 +138,6 @@ class _State:
     def from_json(cls, data: dict[str, Any]) -> _State:
         servers = {role: _ServerState(**raw) for role, raw in data.pop("servers").items()}
         return cls(servers=servers, **data)
-
-
-def split_sql_statements(script: str) -> list[str]:
-    """Split a SQL script into statements, dropping comments, honouring quotes.
-
-    The driver runs one statement per call, and a naive split on ``;`` would break on a
-    semicolon inside a COMMENT string.
-    """
-    token = re.compile(
-        r"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.)*\"|`[^`]*`"
-        r"|(?P<comment>--[^\n]*|#[^\n]*|/\*.*?\*/)|(?P<end>;)|[^'\"`;#/-]+|.",
-        re.S,
-    )
-    statements: list[str] = []
-    current: list[str] = []
-    for match in token.finditer(script):
-        if match["comment"]:
-            current.append(" ")
-        elif match["end"]:
-            statements.append("".join(current).strip())
-            current = []
-        else:
-            current.append(match[0])
-    statements.append("".join(current).strip())
-    return [s for s in statements if s]
 
 
 def native_password_hash(password: str) -> str:
@@ -663,7 +637,7 @@ class LocalStack:
                 # Unqualified DDL under a default database, so that the replica's
                 # replicate-rewrite-db maps it to the backup's database.
                 _execute(conn, f"USE `{SOURCE_DATABASE}`")
-                for statement in split_sql_statements(source_schema_sql()):
+                for statement in source_schema_statements():
                     _execute(conn, statement)
                 hosts = [HOST, "localhost"]
                 _create_user(conn, APP_USER, hosts, state.app_password)
@@ -715,7 +689,7 @@ class LocalStack:
     def _verify_app_user(self, state: _State) -> None:
         """The reader must see the contract tables on both servers; fail loudly here rather
         than in the first sync."""
-        expected = len(split_sql_statements(source_schema_sql()))
+        expected = len(source_schema_statements())
         for role in ROLES:
             endpoint = self.endpoint(role)
             with endpoint.connect() as conn:

@@ -9,7 +9,7 @@ re-raised because some drivers echo the connection string they were given.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -47,9 +47,7 @@ class MySQLEndpoint:
         return (self.password, quote(self.password, safe=""))
 
     def with_password(self, password: str | None) -> MySQLEndpoint:
-        return MySQLEndpoint(
-            self.host, self.port, self.user, self.database, password, self.connect_timeout_s
-        )
+        return replace(self, password=password)
 
     def arrow_reader_url(self) -> str:
         """Connection string for the Arrow reader (connectorx). Contains the password."""

@@ -182,6 +182,36 @@ def source_schema_sql() -> str:
     return resources.files("acode_dagster.sql").joinpath("acode_source_schema.sql").read_text()
 
 
+def split_sql_statements(script: str) -> list[str]:
+    """Split a SQL script into statements, dropping comments, honouring quotes.
+
+    The driver runs one statement per call, and a naive split on ``;`` would break on a
+    semicolon inside a COMMENT string.
+    """
+    token = re.compile(
+        r"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.)*\"|`[^`]*`"
+        r"|(?P<comment>--[^\n]*|#[^\n]*|/\*.*?\*/)|(?P<end>;)|[^'\"`;#/-]+|.",
+        re.S,
+    )
+    statements: list[str] = []
+    current: list[str] = []
+    for match in token.finditer(script):
+        if match["comment"]:
+            current.append(" ")
+        elif match["end"]:
+            statements.append("".join(current).strip())
+            current = []
+        else:
+            current.append(match[0])
+    statements.append("".join(current).strip())
+    return [s for s in statements if s]
+
+
+def source_schema_statements() -> list[str]:
+    """The contract's DDL as statements the driver can run one by one."""
+    return split_sql_statements(source_schema_sql())
+
+
 FISCAL_LINES = Table(
     name="farmarcas_si_analitico_diario",
     description=(

@@ -24,7 +24,6 @@ from acode_dagster.localstack import (
     LocalStack,
     LocalStackError,
     native_password_hash,
-    split_sql_statements,
 )
 from acode_dagster.tables import BACKUP_DATABASE, FISCAL_LINES, SOURCE_DATABASE, TABLES
 
@@ -297,16 +296,3 @@ def test_unknown_role_and_unstarted_stack_are_refused(tmp_path: Path) -> None:
         stack.endpoint(PRIMARY)
     assert not any(s.running for s in stack.status().values())
     stack.stop()  # nothing to stop is fine
-
-
-def test_split_sql_statements_honours_quotes_and_comments() -> None:
-    script = """
-    -- a comment; with a semicolon
-    CREATE TABLE t (a INT COMMENT 'x; y', b CHAR(1) DEFAULT ';');  # trailing
-    /* block; comment */ INSERT INTO t VALUES (1, 'it''s; fine');
-    ;
-    """
-    assert split_sql_statements(script) == [
-        "CREATE TABLE t (a INT COMMENT 'x; y', b CHAR(1) DEFAULT ';')",
-        "INSERT INTO t VALUES (1, 'it''s; fine')",
-    ]

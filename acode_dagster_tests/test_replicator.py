@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -207,10 +208,7 @@ def test_missing_table(source: Any, landed: tuple[LocalStore, str]) -> None:
     with admin.cursor() as cursor:
         cursor.execute("CREATE DATABASE IF NOT EXISTS acode_farmarcas_empty")
     admin.close()
-    endpoint = source.endpoint("primary")
-    empty = MySQLEndpoint(
-        endpoint.host, endpoint.port, endpoint.user, "acode_farmarcas_empty", endpoint.password
-    )
+    empty = replace(source.endpoint("primary"), database="acode_farmarcas_empty")
     with pytest.raises(SourceError, match=f"table {FISCAL_LINES.name} does not exist"):
         EmbeddedReplicator().sync(FISCAL_LINES, DAY, empty, landed[0])
     assert_still_landed(landed)

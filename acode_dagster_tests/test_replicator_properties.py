@@ -10,6 +10,7 @@ microsecond included, next to rows of the neighbouring days.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -20,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from acode_dagster.bronze import LocalStore
+from acode_dagster.demo.loader import create_tables
 from acode_dagster.mysql import MySQLEndpoint
 from acode_dagster.replicator import EmbeddedReplicator
 from acode_dagster.tables import (
@@ -30,7 +32,6 @@ from acode_dagster.tables import (
     Table,
     arrow_type_for,
     day_window,
-    source_schema_sql,
 )
 from acode_dagster_tests.support.source import source_window
 
@@ -101,13 +102,9 @@ def database(mariadb_pair: Any) -> Iterator[MySQLEndpoint]:
         cursor.execute(
             f"CREATE DATABASE {DATABASE} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
         )
-        cursor.execute(f"USE {DATABASE}")
-        for statement in source_schema_sql().split(";"):
-            if statement.strip() and "CREATE TABLE" in statement:
-                cursor.execute(statement)
     connection.close()
-    app = mariadb_pair.endpoint("primary")
-    yield MySQLEndpoint(app.host, app.port, app.user, DATABASE, app.password)
+    create_tables(replace(admin, database=DATABASE))
+    yield replace(mariadb_pair.endpoint("primary"), database=DATABASE)
     connection = admin.connect()
     with connection.cursor() as cursor:
         cursor.execute(f"DROP DATABASE IF EXISTS {DATABASE}")
@@ -115,9 +112,7 @@ def database(mariadb_pair: Any) -> Iterator[MySQLEndpoint]:
 
 
 def replace_rows(admin: MySQLEndpoint, table: Table, rows: list[tuple[Any, ...]]) -> None:
-    connection = MySQLEndpoint(
-        admin.host, admin.port, admin.user, DATABASE, admin.password
-    ).connect()
+    connection = replace(admin, database=DATABASE).connect()
     try:
         with connection.cursor() as cursor:
             cursor.execute("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'")

@@ -17,6 +17,8 @@ from acode_dagster.tables import (
     get_table,
     parse_partition_key,
     source_schema_sql,
+    source_schema_statements,
+    split_sql_statements,
 )
 
 CONTRACT = Path(__file__).resolve().parents[2] / "shared" / "acode_source_schema.sql"
@@ -110,3 +112,21 @@ def test_bad_partition_keys_are_refused_with_the_expected_form(bad: str) -> None
 def test_unknown_table_lists_the_known_ones() -> None:
     with pytest.raises(ValueError, match="farmarcas_si_analitico_diario_produtos"):
         get_table("vendas")
+
+
+def test_split_sql_statements_honours_quotes_and_comments() -> None:
+    script = """
+    -- a comment; with a semicolon
+    CREATE TABLE t (a INT COMMENT 'x; y', b CHAR(1) DEFAULT ';');  # trailing
+    /* block; comment */ INSERT INTO t VALUES (1, 'it''s; fine');
+    ;
+    """
+    assert split_sql_statements(script) == [
+        "CREATE TABLE t (a INT COMMENT 'x; y', b CHAR(1) DEFAULT ';')",
+        "INSERT INTO t VALUES (1, 'it''s; fine')",
+    ]
+
+
+def test_the_contract_splits_into_its_three_tables() -> None:
+    statements = source_schema_statements()
+    assert [s.split("(")[0].split()[-1] for s in statements] == list(TABLES_BY_NAME)

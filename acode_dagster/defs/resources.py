@@ -1,6 +1,7 @@
 """The platform's resources, built from the environment in one place."""
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -38,14 +39,7 @@ class MySQLServerResource(dg.ConfigurableResource):
                     "URL)"
                 )
             parsed = stack.endpoint(self.role)
-        return MySQLEndpoint(
-            parsed.host,
-            parsed.port,
-            parsed.user,
-            parsed.database,
-            parsed.password,
-            self.connect_timeout_s,
-        )
+        return replace(parsed, connect_timeout_s=self.connect_timeout_s)
 
 
 class AcodeSourcesResource(dg.ConfigurableResource):

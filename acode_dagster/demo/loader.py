@@ -45,7 +45,7 @@ from acode_dagster.tables import (
     Column,
     Table,
     get_table,
-    source_schema_sql,
+    source_schema_statements,
 )
 
 _LOG = logging.getLogger(__name__)
@@ -193,16 +193,11 @@ def _load_sql(
 
 def create_tables(endpoint: MySQLEndpoint) -> None:
     """Create the contract's tables in the endpoint's database if they are missing."""
-    statements = [s.strip() for s in source_schema_sql().split(";")]
     conn = endpoint.connect()
     try:
         with conn.cursor() as cursor:
-            for statement in statements:
-                body = "\n".join(
-                    line for line in statement.splitlines() if not line.lstrip().startswith("--")
-                ).strip()
-                if body:
-                    cursor.execute(body)
+            for statement in source_schema_statements():
+                cursor.execute(statement)
     except pymysql.MySQLError as exc:
         raise explain_mysql_error(endpoint, exc) from None
     finally:
