@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from acode_dagster.errors import BronzeError, ConfigError
@@ -116,8 +117,14 @@ class BronzeStore(Protocol):
     def manifest(self, table: Table, day: date) -> Manifest | None:
         """The published version's manifest, or None when the partition is not visible."""
 
-    def read_partition(self, table: Table, day: date) -> pa.Table:
+    def read_partition(
+        self, table: Table, day: date, columns: Sequence[str] | None = None
+    ) -> pa.Table:
         """The visible version's rows (for tests, checks and people); BronzeError when absent."""
+
+    def footers(self, table: Table, day: date) -> list[pq.FileMetaData]:
+        """The Parquet footer of each published file: schema, row groups and their statistics,
+        read without the data (a range read of the file's tail on S3)."""
 
     def visible_files(self, table: Table, day: date) -> list[str]:
         """Every object or file under the partition, marker included, published or not."""
@@ -149,14 +156,51 @@ def open_store(url: str, *, setting: str = "ACODE_BRONZE_URL") -> BronzeStore:
     return LocalStore(Path(where))
 
 
-def _read_files(paths: list[Any], table: Table, filesystem: Any = None) -> pa.Table:
-    if not paths:
-        return table.arrow_schema.empty_table()
-    parts = [pq.read_table(p, filesystem=filesystem) for p in paths]
-    return pa.concat_tables(parts)
+class _PublishedFiles:
+    """Reads of a published version, shared by the stores: only what the manifest names."""
+
+    def manifest(self, table: Table, day: date) -> Manifest | None:
+        raise NotImplementedError
+
+    def partition_url(self, table: Table, day: date) -> str:
+        raise NotImplementedError
+
+    def _filesystem(self) -> pafs.FileSystem:
+        raise NotImplementedError
+
+    def _base(self, table: Table, day: date) -> str:
+        raise NotImplementedError
+
+    def _published(self, table: Table, day: date) -> list[str]:
+        manifest = self.manifest(table, day)
+        if manifest is None:
+            raise BronzeError(f"partition {self.partition_url(table, day)} is not published")
+        base = self._base(table, day)
+        return [f"{base}/{f.name}" for f in manifest.files]
+
+    def read_partition(
+        self, table: Table, day: date, columns: Sequence[str] | None = None
+    ) -> pa.Table:
+        paths = self._published(table, day)
+        schema = table.arrow_schema
+        if columns is not None:
+            schema = pa.schema([schema.field(c) for c in columns])
+        if not paths:
+            return schema.empty_table()
+        fs = self._filesystem()
+        wanted = list(columns) if columns is not None else None
+        return pa.concat_tables(pq.read_table(p, filesystem=fs, columns=wanted) for p in paths)
+
+    def footers(self, table: Table, day: date) -> list[pq.FileMetaData]:
+        fs = self._filesystem()
+        footers = []
+        for path in self._published(table, day):
+            with fs.open_input_file(path) as handle:
+                footers.append(pq.read_metadata(handle))
+        return footers
 
 
-class LocalStore:
+class LocalStore(_PublishedFiles):
     """Bronze in a local folder. The swap is a pair of renames inside the table's folder."""
 
     def __init__(self, root: Path):
@@ -195,12 +239,11 @@ class LocalStore:
         except FileNotFoundError:
             return None
 
-    def read_partition(self, table: Table, day: date) -> pa.Table:
-        manifest = self.manifest(table, day)
-        if manifest is None:
-            raise BronzeError(f"partition {self.partition_url(table, day)} is not published")
-        folder = self._dir(table, day)
-        return _read_files([folder / f.name for f in manifest.files], table)
+    def _filesystem(self) -> pafs.FileSystem:
+        return pafs.LocalFileSystem()
+
+    def _base(self, table: Table, day: date) -> str:
+        return str(self._dir(table, day))
 
     def visible_files(self, table: Table, day: date) -> list[str]:
         folder = self._dir(table, day)
@@ -249,7 +292,7 @@ def s3_client() -> S3Client:
     return boto3.session.Session().client("s3", config=config)
 
 
-class S3Store:
+class S3Store(_PublishedFiles):
     """Bronze on S3 with the committer convention: ``_SUCCESS`` removed first, written last."""
 
     def __init__(self, bucket: str, prefix: str = "", client: S3Client | None = None):
@@ -309,19 +352,16 @@ class S3Store:
             raise
         return Manifest.from_json(body.decode())
 
-    def read_partition(self, table: Table, day: date) -> pa.Table:
-        import pyarrow.fs as pafs
-
-        manifest = self.manifest(table, day)
-        if manifest is None:
-            raise BronzeError(f"partition {self.partition_url(table, day)} is not published")
+    def _filesystem(self) -> pafs.FileSystem:
+        # The same standard variables boto3 reads, so both clients see the same S3.
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        fs = pafs.S3FileSystem(
+        return pafs.S3FileSystem(
             endpoint_override=endpoint,
             region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
         )
-        base = f"{self.bucket}/{self._key(partition_prefix(table, day))}"
-        return _read_files([f"{base}/{f.name}" for f in manifest.files], table, fs)
+
+    def _base(self, table: Table, day: date) -> str:
+        return f"{self.bucket}/{self._key(partition_prefix(table, day))}"
 
     def visible_files(self, table: Table, day: date) -> list[str]:
         prefix = self._key(partition_prefix(table, day)) + "/"

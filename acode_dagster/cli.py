@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from collections.abc import Sequence
-from datetime import date
-from pathlib import Path
+from datetime import date, timedelta
 from typing import Any
 
 from acode_dagster.errors import AcodeError, ConfigError
@@ -83,57 +81,6 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def ensure_dagster_home(settings: Settings) -> Path:
-    """A persistent Dagster home, so runs started here are in the UI afterwards."""
-    home = Path(os.environ.get("DAGSTER_HOME") or settings.dagster_home)
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text("telemetry:\n  enabled: false\n")
-    os.environ["DAGSTER_HOME"] = str(home)
-    return home
-
-
-def materialize_days(days: Sequence[date]) -> list[dict[str, Any]]:
-    """Run ``bronze_acode_job`` for each day in the Dagster instance; one summary row per asset."""
-    import dagster as dg
-
-    from acode_dagster.definitions import defs
-
-    job = defs.resolve_job_def("bronze_acode_job")
-    rows: list[dict[str, Any]] = []
-    with dg.DagsterInstance.get() as instance:
-        for day in days:
-            result = job.execute_in_process(
-                partition_key=day.isoformat(),
-                instance=instance,
-                raise_on_error=False,
-                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-            )
-            if not result.success:
-                failure = next(
-                    (e for e in result.all_events if e.event_type_value == "STEP_FAILURE"), None
-                )
-                reason = failure.message if failure else "see the run in the Dagster UI"
-                raise AcodeError(f"run {result.run_id} for {day} failed: {reason}")
-            for event in result.get_asset_materialization_events():
-                materialization = event.materialization
-                meta: dict[str, Any] = {k: v.value for k, v in materialization.metadata.items()}
-                rows.append(
-                    {
-                        "day": day.isoformat(),
-                        "asset": materialization.asset_key.path[-1],
-                        "rows": meta["dagster/row_count"],
-                        "files": meta["files"],
-                        "mb": round(int(meta["bytes"]) / 1e6, 2),
-                        "seconds": meta["seconds"],
-                        "source": meta["source_server"],
-                        "run": result.run_id[:8],
-                    }
-                )
-    return rows
-
-
 def _print_table(rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
@@ -145,6 +92,8 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
 
 
 def cmd_quickstart(args: argparse.Namespace, settings: Settings) -> int:
+    from acode_dagster.runs import ensure_dagster_home, materialize_days
+
     started = time.monotonic()
     cmd_stack(argparse.Namespace(action="start"), settings)
     cmd_demo(args, settings)
@@ -154,13 +103,78 @@ def cmd_quickstart(args: argparse.Namespace, settings: Settings) -> int:
         f"materializing {len(days)} day(s) of the bronze assets through Dagster "
         f"(DAGSTER_HOME={home}) ..."
     )
-    rows = materialize_days(days)
+    runs = materialize_days(days)
+    for run in runs:
+        if not run.success:
+            raise AcodeError(f"run {run.run_id} for {run.day} failed: {run.failure}")
+    rows = [row for run in runs for row in run.landed]
     _print_table(rows)
     print(
         f"\n{sum(r['rows'] for r in rows):,} rows in {len(rows)} partitions landed in "
         f"{settings.bronze_url} in {time.monotonic() - started:.0f} s.\n"
         f"See them in the UI: `make dev`, then http://127.0.0.1:3000 (DAGSTER_HOME={home})."
     )
+    return 0
+
+
+DRIFT_COLUMN = "Canal_Venda"
+
+
+def cmd_anomalies(args: argparse.Namespace, settings: Settings) -> int:
+    """Spoil three days on purpose, materialize them, and show the checks and alerts they cause.
+
+    Two phases, because schema drift is a property of the source table, not of a day: the
+    extra column is added only after the other days are checked, and dropped again at the end
+    (unless --keep-drift), so later syncs are clean.
+    """
+    from acode_dagster.demo.generator import Anomalies
+    from acode_dagster.demo.loader import drop_column, load_days
+    from acode_dagster.runs import ensure_dagster_home, materialize_days, send_alerts
+    from acode_dagster.tables import FISCAL_LINES
+
+    stack = _stack(settings)
+    stack.start()
+    admin = stack.endpoint("primary", admin=True)
+    home = ensure_dagster_home(settings)
+    end = _demo_days(argparse.Namespace(days=1, end_day=args.end_day))[0]
+    nulls, drop, drift = (end - timedelta(days=n) for n in (2, 1, 0))
+    history = [nulls - timedelta(days=n) for n in range(args.history_days, 0, -1)]
+    rows = {FISCAL_LINES.name: args.rows} if args.rows else None
+    print(f"alerts: {send_alerts()} (before the demo; DAGSTER_HOME={home})")
+    spoiled = {
+        (FISCAL_LINES.name, nulls): Anomalies(null_share={"CNPJ": 0.07}),
+        (FISCAL_LINES.name, drop): Anomalies(volume_factor=0.1),
+    }
+    report = load_days(admin, [*history, nulls, drop], rows=rows, seed=args.seed, anomalies=spoiled)
+    print(
+        f"loaded {len(history)} clean day(s), then {nulls} with 7 % NULL CNPJ and {drop} with a "
+        f"90 % volume drop: {report}"
+    )
+    runs = materialize_days([*history, nulls, drop])
+    report = load_days(
+        admin,
+        [drift],
+        rows=rows,
+        seed=args.seed,
+        anomalies={(FISCAL_LINES.name, drift): Anomalies(extra_column=DRIFT_COLUMN)},
+    )
+    print(f"loaded {drift} after adding the column {DRIFT_COLUMN} at the source: {report}")
+    stack.wait_replica_caught_up()
+    try:
+        runs += materialize_days([drift])
+    finally:
+        if not args.keep_drift:
+            drop_column(admin, FISCAL_LINES, DRIFT_COLUMN)
+            print(f"dropped {FISCAL_LINES.name}.{DRIFT_COLUMN} again (--keep-drift keeps it)")
+    failed = [
+        {"day": str(run.day), "table": c.table, "check": c.check, "outcome": c.outcome,
+         "measured": c.measured[:90]}
+        for run in runs
+        for c in run.failed_checks
+    ]  # fmt: skip
+    print(f"\n{len(failed)} failed check evaluation(s):")
+    _print_table(failed)
+    print(f"\nalerts: {send_alerts()}")
     return 0
 
 
@@ -188,6 +202,22 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--end-day", help="last day, YYYY-MM-DD (default: yesterday, local)")
         command.add_argument("--seed", type=int, default=42, help="generator seed (default 42)")
         command.set_defaults(func=func)
+
+    anomalies = sub.add_parser(
+        "anomalies",
+        help="load clean days and three spoiled ones, materialize them, show failing checks and "
+        "the alerts sent",
+    )
+    anomalies.add_argument("--end-day", help="the drift day, YYYY-MM-DD (default: yesterday)")
+    anomalies.add_argument(
+        "--history-days", type=int, default=7, help="clean days before them (default 7)"
+    )
+    anomalies.add_argument("--rows", type=int, help="fiscal rows per clean day (default: demo's)")
+    anomalies.add_argument("--seed", type=int, default=42, help="generator seed (default 42)")
+    anomalies.add_argument(
+        "--keep-drift", action="store_true", help="leave the extra source column in place"
+    )
+    anomalies.set_defaults(func=cmd_anomalies)
     return parser
 
 

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from acode_dagster.bronze import BronzeStore, Manifest, ManifestFile, Staging, file_name
 from acode_dagster.errors import PartitionError, SourceError, redact
-from acode_dagster.mysql import MySQLEndpoint, explain_mysql_error
+from acode_dagster.mysql import MySQLEndpoint, explain_mysql_error, source_columns
 from acode_dagster.tables import SOURCE_TIMEZONE, Table, day_window
 
 log = logging.getLogger(__name__)
@@ -76,32 +76,22 @@ def preflight(table: Table, source: MySQLEndpoint) -> None:
     reader happens to say. It does not count the window: that costs the server a tenth of the
     read again, and the reconciliation check counts it on the server the sync read anyway.
     """
-    connection = source.connect()
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT COLUMN_NAME FROM information_schema.COLUMNS "
-                "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
-                (source.database, table.name),
-            )
-            present = {row[0] for row in cursor.fetchall()}
-            if not present:
-                raise SourceError(
-                    f"MySQL {source.display}: table {table.name} does not exist (or the user "
-                    f"cannot see it) — the server must have the tables of acode_source_schema.sql "
-                    f"and the user needs SELECT on them",
-                    server=source.display,
-                )
-            missing = [c for c in table.column_names if c not in present]
-            if missing:
-                raise SourceError(
-                    f"MySQL {source.display}: table {table.name} lacks column(s) "
-                    f"{', '.join(missing)} of the contract — the source schema changed; fix the "
-                    "source or update acode_dagster/tables.py and the contract together",
-                    server=source.display,
-                )
-    finally:
-        connection.close()
+    present = source_columns(source, table.name)
+    if not present:
+        raise SourceError(
+            f"MySQL {source.display}: table {table.name} does not exist (or the user cannot see "
+            "it) — the server must have the tables of acode_source_schema.sql and the user "
+            "needs SELECT on them",
+            server=source.display,
+        )
+    missing = [c for c in table.column_names if c not in present]
+    if missing:
+        raise SourceError(
+            f"MySQL {source.display}: table {table.name} lacks column(s) {', '.join(missing)} "
+            "of the contract — the source schema changed; fix the source or update "
+            "acode_dagster/tables.py and the contract together",
+            server=source.display,
+        )
 
 
 class PartitionWriter:

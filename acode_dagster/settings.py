@@ -17,6 +17,10 @@ from acode_dagster.errors import ConfigError
 
 DEFAULT_PARTITIONS_START = "2025-01-01"
 REPLICATORS = ("embedded",)
+DEFAULT_SLACK_CHANNEL = "#data-engineering-alerts"
+DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+DEFAULT_PAGERDUTY_URL = "https://events.pagerduty.com"
+DEFAULT_UI_URL = "http://127.0.0.1:3000"
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,26 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ACODE_REPLICATOR", "embedded", "which replicator moves the data: embedded"),
     Setting("ACODE_PARTITIONS_START", DEFAULT_PARTITIONS_START, "first daily partition"),
     Setting("ACODE_MAX_FILE_MB", "512", "a Parquet file is closed past this size"),
+    Setting(
+        "SLACK_BOT_TOKEN",
+        "",
+        "Slack bot token (chat:write); without it alerts go to the sensor's log in the UI",
+        secret=True,
+    ),
+    Setting("ACODE_SLACK_CHANNEL", DEFAULT_SLACK_CHANNEL, "Slack channel the alerts go to"),
+    Setting("ACODE_SLACK_API_URL", DEFAULT_SLACK_API_URL, "Slack Web API base URL"),
+    Setting(
+        "PAGERDUTY_ROUTING_KEY",
+        "",
+        "PagerDuty Events API v2 routing key; without it nothing is paged",
+        secret=True,
+    ),
+    Setting("ACODE_PAGERDUTY_URL", DEFAULT_PAGERDUTY_URL, "PagerDuty Events API base URL"),
+    Setting(
+        "ACODE_DAGSTER_UI_URL",
+        DEFAULT_UI_URL,
+        "where people open the Dagster UI; alerts link to runs and assets there",
+    ),
 )
 
 
@@ -69,6 +93,12 @@ class Settings:
     replicator: str
     partitions_start: date
     max_file_mb: int
+    slack_token_set: bool = False
+    slack_channel: str = DEFAULT_SLACK_CHANNEL
+    slack_api_url: str = DEFAULT_SLACK_API_URL
+    pagerduty_key_set: bool = False
+    pagerduty_url: str = DEFAULT_PAGERDUTY_URL
+    ui_url: str = DEFAULT_UI_URL
 
     @property
     def stack_home(self) -> Path:
@@ -112,4 +142,17 @@ class Settings:
             replicator=replicator,
             partitions_start=start,
             max_file_mb=int(max_file_text),
+            slack_token_set=bool(env.get("SLACK_BOT_TOKEN")),
+            slack_channel=env.get("ACODE_SLACK_CHANNEL") or DEFAULT_SLACK_CHANNEL,
+            slack_api_url=_http_url(env, "ACODE_SLACK_API_URL", DEFAULT_SLACK_API_URL),
+            pagerduty_key_set=bool(env.get("PAGERDUTY_ROUTING_KEY")),
+            pagerduty_url=_http_url(env, "ACODE_PAGERDUTY_URL", DEFAULT_PAGERDUTY_URL),
+            ui_url=_http_url(env, "ACODE_DAGSTER_UI_URL", DEFAULT_UI_URL).rstrip("/"),
         )
+
+
+def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
+    value = (env.get(name) or default).strip()
+    if not value.startswith(("http://", "https://")):
+        raise ConfigError(f"{name}={value!r} is not an http(s) URL; for example {default}")
+    return value

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from functools import cached_property
 from importlib import resources
 from zoneinfo import ZoneInfo
@@ -85,6 +86,37 @@ class Column:
 
 
 @dataclass(frozen=True)
+class Thresholds:
+    """When the checks of a table warn and fail. Exact decimals, so 5.00 % is an edge, not a
+    float that happens to round either way."""
+
+    null_warn: Decimal = Decimal("0.01")
+    """Share of NULLs in a critical column from which null_share warns."""
+    null_error: Decimal = Decimal("0.05")
+    """... and from which it fails (ERROR, blocking)."""
+    volume_error_below: Decimal = Decimal("0.50")
+    """Rows over the trailing median below which volume fails (zero rows always fails)."""
+    volume_warn_below: Decimal = Decimal("0.70")
+    volume_warn_above: Decimal = Decimal("1.50")
+    volume_window: int = 7
+    """How many earlier landed partitions the median is taken over."""
+    volume_min_history: int = 3
+    """Fewer earlier partitions than this and only the zero-rows rule applies."""
+    volume_lookback_days: int = 28
+    """How far back the earlier partitions are looked for (gaps are skipped)."""
+    freshness_warn: timedelta = timedelta(hours=20)
+    """Time without a new good partition after which freshness warns ..."""
+    freshness_fail: timedelta = timedelta(hours=25)
+    """... and fails (ERROR, paged)."""
+
+    def __post_init__(self) -> None:
+        assert 0 <= self.null_warn <= self.null_error <= 1
+        assert 0 <= self.volume_error_below <= self.volume_warn_below <= 1 <= self.volume_warn_above
+        assert 1 <= self.volume_min_history <= self.volume_window <= self.volume_lookback_days
+        assert timedelta(0) < self.freshness_warn <= self.freshness_fail
+
+
+@dataclass(frozen=True)
 class Table:
     """A bronze table: its columns, how a day is cut out of it, and what matters in it."""
 
@@ -101,6 +133,7 @@ class Table:
     demo_daily_rows: int
     """Rows a demo day gets by default: small enough for a laptop, large enough to plot."""
     tags: dict[str, str] = field(default_factory=dict)
+    thresholds: Thresholds = field(default_factory=Thresholds)
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.columns]

@@ -17,7 +17,7 @@ import pytest
 
 from acode_dagster.localstack import LocalStack
 
-pytest_plugins = ["acode_dagster_tests.support.fixtures"]
+pytest_plugins = ["acode_dagster_tests.support.fixtures", "acode_dagster_tests.support.alerting"]
 
 # ---------------------------------------------------------------------- MariaDB pair
 

@@ -121,8 +121,9 @@ def main() -> None:
         child_sync(*args.child_sync)
         return
 
-    from acode_dagster.demo.loader import count_rows, load_days
+    from acode_dagster.demo.loader import load_days
     from acode_dagster.localstack import LocalStack
+    from acode_dagster.mysql import count_rows
 
     sizes = [int(s) for s in args.sizes.split(",")]
     work = Path(args.work).resolve()

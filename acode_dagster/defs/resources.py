@@ -8,6 +8,7 @@ import dagster as dg
 from pydantic import Field
 
 from acode_dagster.bronze import BronzeStore, open_store
+from acode_dagster.defs.alerts.resources import AlertingResource
 from acode_dagster.errors import ConfigError
 from acode_dagster.mysql import MySQLEndpoint
 from acode_dagster.replicator import EmbeddedReplicator, Replicator
@@ -108,6 +109,14 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         ),
         "replicator": ReplicatorResource(
             kind=settings.replicator, max_file_mb=settings.max_file_mb
+        ),
+        "alerting": AlertingResource(
+            slack_token=_secret("SLACK_BOT_TOKEN", settings.slack_token_set),
+            slack_channel=settings.slack_channel,
+            slack_api_url=settings.slack_api_url,
+            pagerduty_routing_key=_secret("PAGERDUTY_ROUTING_KEY", settings.pagerduty_key_set),
+            pagerduty_url=settings.pagerduty_url,
+            ui_url=settings.ui_url,
         ),
     }
 

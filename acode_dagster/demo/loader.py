@@ -218,6 +218,29 @@ def _ensure_column(cursor: pymysql.cursors.Cursor, table: Table, column: str) ->
     return True
 
 
+def drop_column(endpoint: MySQLEndpoint, table: Table, column: str) -> bool:
+    """Undo :func:`_ensure_column` (the demo's schema drift); True when it was there."""
+    if column in table.column_names:
+        raise ValueError(f"{column} is a contract column of {table.name}; it is never dropped")
+    conn = endpoint.connect()
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT COUNT(*) FROM information_schema.COLUMNS"
+                " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s AND COLUMN_NAME = %s",
+                (table.name, column),
+            )
+            row = cursor.fetchone()
+            if not (row and row[0]):
+                return False
+            cursor.execute(f"ALTER TABLE `{table.name}` DROP COLUMN `{column}`")
+            return True
+    except pymysql.MySQLError as exc:
+        raise explain_mysql_error(endpoint, exc) from None
+    finally:
+        conn.close()
+
+
 class _ChunkWriter(threading.Thread):
     """Generates and encodes the next chunks while the server loads the current one.
 
@@ -475,18 +498,3 @@ def load_demo(
         anomalies=anomalies,
         log=log,
     )
-
-
-def count_rows(endpoint: MySQLEndpoint, table: Table | str, day: date) -> int:
-    """Rows of ``table`` in partition ``day`` (the whole catalogue for the snapshot table)."""
-    described = get_table(table) if isinstance(table, str) else table
-    conn = endpoint.connect()
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute(described.count_sql(day))
-            row = cursor.fetchone()
-            return int(row[0]) if row else 0
-    except pymysql.MySQLError as exc:
-        raise explain_mysql_error(endpoint, exc) from None
-    finally:
-        conn.close()

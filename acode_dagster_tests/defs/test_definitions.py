@@ -10,7 +10,8 @@ import dagster as dg
 import pytest
 from dagster._core.errors import DagsterUnknownPartitionError
 
-from acode_dagster.defs.bronze.assets import bronze_assets, bronze_key
+from acode_dagster.defs.bronze.assets import bronze_assets
+from acode_dagster.defs.bronze.checks import bronze_key
 from acode_dagster.defs.resources import build_resources
 from acode_dagster.settings import Settings
 from acode_dagster.tables import TABLES
@@ -26,7 +27,7 @@ def test_every_definition_loads() -> None:
     assert graph.get_all_asset_keys() == {bronze_key(t) for t in TABLES}
     job = defs.resolve_job_def("bronze_acode_job")
     assert job.partitions_def is not None
-    assert set(defs.resources or {}) == {"acode_sources", "bronze", "replicator"}
+    assert set(defs.resources or {}) == {"acode_sources", "bronze", "replicator", "alerting"}
 
 
 def test_assets_share_one_daily_partitioning_in_sao_paulo() -> None:
@@ -43,24 +44,6 @@ def test_assets_share_one_daily_partitioning_in_sao_paulo() -> None:
         table = next(t for t in TABLES if bronze_key(t) == spec.key)
         assert [c.name for c in schema.columns] == list(table.column_names)
         assert spec.description == table.description
-
-
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, mariadb_pair: Any, tmp_path: Path) -> dict[str, str]:
-    """The platform configured the production way: URLs and passwords from the environment."""
-    primary = mariadb_pair.endpoint("primary")
-    backup = mariadb_pair.endpoint("backup")
-    values = {
-        "ACODE_HOME": str(tmp_path / "home"),
-        "ACODE_MYSQL_PRIMARY_URL": f"mysql://{primary.user}@{primary.address}/{primary.database}",
-        "ACODE_PASS": primary.password or "",
-        "ACODE_MYSQL_BACKUP_URL": f"mysql://{backup.user}@{backup.address}/{backup.database}",
-        "ACODE_BACKUP_PASS": backup.password or "",
-        "ACODE_BRONZE_URL": str(tmp_path / "bronze"),
-    }
-    for key, value in values.items():
-        monkeypatch.setenv(key, value)
-    return values
 
 
 @pytest.fixture

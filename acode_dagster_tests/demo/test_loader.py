@@ -21,14 +21,13 @@ from acode_dagster.demo.loader import (
     EXTRA_COLUMN_VALUE,
     DemoLoadError,
     _load_part,
-    count_rows,
     create_tables,
     last_complete_days,
     load_days,
     load_demo,
 )
 from acode_dagster.errors import SourceError
-from acode_dagster.mysql import MySQLEndpoint
+from acode_dagster.mysql import MySQLEndpoint, count_rows
 from acode_dagster.tables import (
     FISCAL_LINES,
     NFE_COMPLEMENTS,

@@ -1,14 +1,22 @@
 """One daily-partitioned bronze asset per ACODE table, all built from the table descriptions."""
 
+from collections.abc import Iterator
+
 import dagster as dg
 
+from acode_dagster.defs.bronze.checks import (
+    GROUP,
+    bronze_key,
+    check_result,
+    partition_check_specs,
+    row_count_history,
+)
 from acode_dagster.defs.bronze.partitions import daily_partitions
 from acode_dagster.defs.resources import AcodeSourcesResource, BronzeResource, ReplicatorResource
+from acode_dagster.quality import evaluate_partition
 from acode_dagster.replicator import SyncResult
 from acode_dagster.routing import read_route
 from acode_dagster.tables import BRONZE_DATABASE, TABLES, Table, parse_partition_key
-
-GROUP = "bronze_acode"
 
 
 def column_schema(table: Table) -> dg.TableSchema:
@@ -23,10 +31,6 @@ def column_schema(table: Table) -> dg.TableSchema:
             for c in table.columns
         ]
     )
-
-
-def bronze_key(table: Table) -> dg.AssetKey:
-    return dg.AssetKey([GROUP, table.name])
 
 
 def materialization_metadata(
@@ -55,6 +59,11 @@ def build_bronze_asset(table: Table) -> dg.AssetsDefinition:
         partitions_def=daily_partitions,
         description=table.description,
         kinds={"mysql", "parquet"},
+        check_specs=partition_check_specs(table),
+        freshness_policy=dg.FreshnessPolicy.time_window(
+            fail_window=table.thresholds.freshness_fail,
+            warn_window=table.thresholds.freshness_warn,
+        ),
         owners=["team:data-engineering"],
         tags={"acode/table": table.name, **{f"acode/{k}": v for k, v in table.tags.items()}},
         metadata={
@@ -74,7 +83,7 @@ def build_bronze_asset(table: Table) -> dg.AssetsDefinition:
         acode_sources: AcodeSourcesResource,
         bronze: BronzeResource,
         replicator: ReplicatorResource,
-    ) -> dg.MaterializeResult:
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         day = parse_partition_key(context.partition_key)
         route = read_route(context.instance)
         source = acode_sources.endpoint(route.source)
@@ -83,9 +92,15 @@ def build_bronze_asset(table: Table) -> dg.AssetsDefinition:
             f"route: source={route.source} ({source.address}), bucket={route.bucket} ({store.url})"
         )
         result = replicator.build(log=context.log.info).sync(table, day, source, store)
-        return dg.MaterializeResult(
+        yield dg.MaterializeResult(
             metadata=materialization_metadata(result, route.source, route.bucket, source.address)
         )
+        # Checked on the store and server this run used, whatever the route says by now.
+        history = row_count_history(context.instance, table, day)
+        for verdict in evaluate_partition(table, day, store, source, history):
+            log = context.log.info if verdict.passed else context.log.warning
+            log(f"check {verdict.check} {verdict.outcome}: {verdict.measured}")
+            yield check_result(verdict)
 
     return bronze_asset
 

@@ -1,0 +1,47 @@
+"""Where alerts go: Slack through dagster-slack's resource, PagerDuty through its Events API."""
+
+import dagster as dg
+from dagster_slack import SlackResource
+from pydantic import Field
+
+from acode_dagster.alerts import Notifier, PagerDutyNotifier, SlackNotifier
+from acode_dagster.settings import (
+    DEFAULT_PAGERDUTY_URL,
+    DEFAULT_SLACK_API_URL,
+    DEFAULT_SLACK_CHANNEL,
+    DEFAULT_UI_URL,
+)
+
+
+class AlertingResource(dg.ConfigurableResource):
+    """The notification services; a service without its secret is left out (alerts to the log)."""
+
+    slack_token: str | None = Field(default=None, description="SLACK_BOT_TOKEN")
+    slack_channel: str = DEFAULT_SLACK_CHANNEL
+    slack_api_url: str = DEFAULT_SLACK_API_URL
+    pagerduty_routing_key: str | None = Field(default=None, description="PAGERDUTY_ROUTING_KEY")
+    pagerduty_url: str = DEFAULT_PAGERDUTY_URL
+    ui_url: str = DEFAULT_UI_URL
+
+    def notifiers(self) -> dict[str, Notifier]:
+        found: dict[str, Notifier] = {}
+        if self.slack_token:
+            client = SlackResource(token=self.slack_token).get_client()
+            client.base_url = self.slack_api_url
+            # A tick must not hang on a slow service; the next tick retries.
+            client.timeout = 10
+            found["slack"] = SlackNotifier(client, self.slack_channel, secrets=self.secrets())
+        if self.pagerduty_routing_key:
+            found["pagerduty"] = PagerDutyNotifier(
+                self.pagerduty_routing_key, base_url=self.pagerduty_url, secrets=self.secrets()
+            )
+        return found
+
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(s for s in (self.slack_token, self.pagerduty_routing_key) if s)
+
+    def run_url(self, run_id: str) -> str:
+        return f"{self.ui_url.rstrip('/')}/runs/{run_id}"
+
+    def asset_url(self, key: dg.AssetKey) -> str:
+        return f"{self.ui_url.rstrip('/')}/assets/{'/'.join(key.path)}"

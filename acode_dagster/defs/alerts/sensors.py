@@ -1,0 +1,253 @@
+"""``acode_alert_sensor``: every failed check, freshness failure and failed bronze run, told once.
+
+Each tick reads what the instance recorded since the cursor (check executions per check key,
+failed runs by update time), turns it into alerts with the pure rules of
+:mod:`acode_dagster.incidents`, appends them to the pending list kept in the cursor, and tries
+to deliver everything pending. A service that is down keeps its alerts pending for the next
+tick; a delivered alert leaves the list; so an outage delays alerts and never loses or repeats
+them.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import dagster as dg
+from dagster._core.events import DagsterEventType
+from dagster._core.storage.asset_check_execution_record import (
+    AssetCheckExecutionRecord,
+    AssetCheckExecutionRecordStatus,
+)
+
+from acode_dagster.alerts import Alert, PagerDutyNotifier, Pending, deliver
+from acode_dagster.defs.alerts.resources import AlertingResource
+from acode_dagster.defs.bronze.checks import GROUP, bronze_key
+from acode_dagster.incidents import AlertState, CheckOutcome, channels, on_check, on_run_failure
+from acode_dagster.quality import FRESHNESS_CHECK, PARTITION_CHECKS
+from acode_dagster.tables import TABLES, Table
+
+ALERT_INTERVAL_S = 30
+_PAGE = 100
+_CHECK_FAILED = "DagsterAssetCheckFailedError"
+
+
+@dataclass(frozen=True)
+class WatchedCheck:
+    table: Table
+    key: dg.AssetCheckKey
+
+    @property
+    def name(self) -> str:
+        return self.key.to_user_string()
+
+
+WATCHED = [
+    WatchedCheck(table, dg.AssetCheckKey(bronze_key(table), spec.name))
+    for table in TABLES
+    for spec in (*PARTITION_CHECKS, FRESHNESS_CHECK)
+]
+
+
+def _history(
+    instance: dg.DagsterInstance, key: dg.AssetCheckKey, mark: int
+) -> list[AssetCheckExecutionRecord]:
+    """The key's execution records with an id above ``mark``, oldest first."""
+    found: list[AssetCheckExecutionRecord] = []
+    cursor = None
+    storage = instance.event_log_storage
+    while True:
+        page = storage.get_asset_check_execution_history(key, limit=_PAGE, cursor=cursor)
+        newer = [r for r in page if r.id > mark]
+        found += newer
+        if len(page) < _PAGE or len(newer) < len(page):
+            return sorted(found, key=lambda r: r.id)
+        cursor = page[-1].id
+
+
+def _run_is_over(instance: dg.DagsterInstance, run_id: str) -> bool:
+    run = instance.get_run_by_id(run_id)
+    return run is None or run.is_finished
+
+
+def _outcome(watched: WatchedCheck, record: AssetCheckExecutionRecord) -> CheckOutcome | None:
+    event = record.event.dagster_event if record.event else None
+    evaluation = event.asset_check_evaluation_data if event else None
+    if evaluation is None:
+        return None
+    metadata = evaluation.metadata
+    measured = metadata.get("measured")
+    threshold = metadata.get("threshold")
+    details = {
+        name: str(value.value)
+        for name, value in metadata.items()
+        if name not in ("measured", "threshold") and not isinstance(value.value, bool | None)
+    }
+    return CheckOutcome(
+        record_id=record.id,
+        table=watched.table.name,
+        partition=evaluation.partition,
+        check=evaluation.check_name,
+        passed=evaluation.passed,
+        severity="WARN" if evaluation.severity == dg.AssetCheckSeverity.WARN else "ERROR",
+        measured=str(measured.value) if measured else (evaluation.description or ""),
+        threshold=str(threshold.value) if threshold else "",
+        run_id=record.run_id or None,
+        occurred_at=datetime.fromtimestamp(record.create_timestamp, UTC).isoformat(),
+        details=details,
+    )
+
+
+def read_checks(
+    instance: dg.DagsterInstance, state: AlertState, alerting: AlertingResource
+) -> list[Alert]:
+    """Alerts for the check evaluations recorded since the cursor; updates ``state``."""
+    alerts: list[Alert] = []
+    for watched in WATCHED:
+        mark = state.marks.get(watched.name, 0)
+        done = set(state.done.get(watched.name, []))
+        unfinished: list[int] = []
+        seen = mark
+        for record in _history(instance, watched.key, mark):
+            seen = max(seen, record.id)
+            if record.id in done:
+                continue
+            if record.status == AssetCheckExecutionRecordStatus.PLANNED:
+                # Planned by a run still going: its result will update this very record.
+                if record.run_id and not _run_is_over(instance, record.run_id):
+                    unfinished.append(record.id)
+                    continue
+                done.add(record.id)
+                continue
+            done.add(record.id)
+            outcome = _outcome(watched, record)
+            if outcome is None:
+                continue
+            link = (
+                alerting.run_url(outcome.run_id)
+                if outcome.run_id
+                else alerting.asset_url(watched.key.asset_key)
+            )
+            state.open, found = on_check(state.open, outcome, link)
+            alerts += found
+        new_mark = min(unfinished) - 1 if unfinished else seen
+        state.marks[watched.name] = new_mark
+        state.done[watched.name] = sorted(i for i in done if i > new_mark)
+    return alerts
+
+
+def _is_bronze_run(instance: dg.DagsterInstance, run_id: str) -> bool:
+    """Whether the run set out to materialize a bronze asset (whatever job it ran as)."""
+    planned = instance.all_logs(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION_PLANNED)
+    return any(
+        entry.dagster_event.asset_key.path[:1] == [GROUP]
+        for entry in planned
+        if entry.dagster_event and entry.dagster_event.asset_key
+    )
+
+
+def _failure_reason(instance: dg.DagsterInstance, run_id: str) -> str | None:
+    """Why the run failed, or None when only blocking checks failed it (they alert already)."""
+    reasons = []
+    for entry in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE):
+        event = entry.dagster_event
+        error = event.step_failure_data.error if event else None
+        if error is not None and error.cls_name == _CHECK_FAILED:
+            continue
+        # Dagster wraps the op's exception; the innermost cause is the one that names the fix.
+        while error is not None and error.cause is not None:
+            error = error.cause
+        step = event.step_key if event else None
+        message = (error.message if error else entry.user_message).strip().splitlines()
+        reasons.append(f"{step}: {message[0] if message else 'failed'}")
+    if reasons:
+        return "; ".join(reasons)
+    failures = instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE)
+    if failures:
+        return None
+    run_failure = instance.all_logs(run_id, of_type=DagsterEventType.RUN_FAILURE)
+    return run_failure[-1].user_message if run_failure else "the run failed"
+
+
+def read_failed_runs(
+    instance: dg.DagsterInstance, state: AlertState, alerting: AlertingResource
+) -> list[Alert]:
+    after = datetime.fromtimestamp(state.runs_after, UTC) if state.runs_after else None
+    records = instance.get_run_records(
+        dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], updated_after=after),
+        limit=_PAGE,
+        order_by="update_timestamp",
+        ascending=True,
+    )
+    alerts: list[Alert] = []
+    for record in records:
+        run = record.dagster_run
+        stamp = record.update_timestamp.timestamp()
+        if run.run_id in state.runs_seen and stamp <= state.runs_after:
+            continue
+        if stamp > state.runs_after:
+            state.runs_after, state.runs_seen = stamp, []
+        state.runs_seen.append(run.run_id)
+        if not _is_bronze_run(instance, run.run_id):
+            continue
+        reason = _failure_reason(instance, run.run_id)
+        if reason is None:
+            continue
+        alerts.append(
+            on_run_failure(
+                run.run_id,
+                job=run.job_name,
+                partition=run.tags.get("dagster/partition"),
+                reason=reason,
+                link=alerting.run_url(run.run_id),
+                occurred_at=record.update_timestamp.isoformat(),
+            )
+        )
+    return alerts
+
+
+def alert_tick(
+    instance: dg.DagsterInstance,
+    cursor: str | None,
+    alerting: AlertingResource,
+    log: Callable[[str], None],
+) -> tuple[str, int, int]:
+    """One evaluation of the alert sensor: ``(new cursor, delivered now, still pending)``.
+
+    With no cursor (the sensor's first tick on this instance) everything already recorded is
+    taken as read: alerting starts now, it does not replay history.
+    """
+    first = cursor is None
+    state = AlertState.from_json(cursor) if cursor else AlertState()
+    found = read_checks(instance, state, alerting) + read_failed_runs(instance, state, alerting)
+    if first:
+        log(f"alerting starts now; {len(found)} earlier problem(s) taken as already known")
+        state.pending = []
+        found = []
+    state.pending += [Pending(alert, channels(alert)) for alert in found]
+    notifiers = alerting.notifiers()
+    try:
+        state.pending, delivered = deliver(
+            state.pending, notifiers, log, secrets=alerting.secrets()
+        )
+    finally:
+        for notifier in notifiers.values():
+            if isinstance(notifier, PagerDutyNotifier):
+                notifier.close()
+    return state.to_json(), len(delivered), len(state.pending)
+
+
+@dg.sensor(
+    name="acode_alert_sensor",
+    minimum_interval_seconds=ALERT_INTERVAL_S,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Sends every failed bronze check (ERROR and WARN), freshness failure and failed bronze "
+        "run to Slack, and ERROR-level ones to PagerDuty, once each; retries on outage."
+    ),
+)
+def acode_alert_sensor(
+    context: dg.SensorEvaluationContext, alerting: AlertingResource
+) -> dg.SkipReason:
+    cursor, sent, waiting = alert_tick(context.instance, context.cursor, alerting, context.log.info)
+    context.update_cursor(cursor)
+    return dg.SkipReason(f"{sent} notification(s) delivered, {waiting} alert(s) pending")

@@ -1,0 +1,170 @@
+"""Which observations are news for the people on call: a pure state machine over open problems.
+
+A problem is identified by its dedup key (table, partition, check). The state is the severity at
+which each open problem was last announced. A failed evaluation at the announced severity is the
+same problem seen again (a re-run, another sensor tick) and says nothing; a new or changed
+severity is announced once; a pass closes the problem, and resolves it in PagerDuty if it was
+paged. Everything here is a function of its arguments, so the alert sensor's exactly-once
+behaviour is tested without Dagster.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from acode_dagster.alerts import Alert, Pending, channels_for
+
+CheckSeverity = Literal["ERROR", "WARN"]
+OpenProblems = Mapping[str, CheckSeverity]
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """One recorded check evaluation, as the alert sensor reads it from the instance."""
+
+    record_id: int
+    table: str
+    partition: str | None
+    """None for a check of the whole table (freshness)."""
+    check: str
+    passed: bool
+    severity: CheckSeverity
+    measured: str = ""
+    threshold: str = ""
+    run_id: str | None = None
+    occurred_at: str | None = None
+    details: Mapping[str, str] = field(default_factory=dict)
+
+
+def dedup_key(table: str, partition: str | None, check: str) -> str:
+    return f"acode/{table}/{partition or 'table'}/{check}"
+
+
+def on_check(
+    open_problems: OpenProblems, outcome: CheckOutcome, link: str | None
+) -> tuple[dict[str, CheckSeverity], list[Alert]]:
+    """The open problems after ``outcome``, and the alerts it causes (none, one or two)."""
+    key = dedup_key(outcome.table, outcome.partition, outcome.check)
+    state = dict(open_problems)
+    announced = state.get(key)
+    where = f"{outcome.table} {outcome.partition}" if outcome.partition else outcome.table
+    failure = Alert(
+        id=f"check:{key}:{outcome.record_id}",
+        action="trigger",
+        severity="error" if outcome.severity == "ERROR" else "warning",
+        title=f"{outcome.check} {outcome.severity} on {where}",
+        dedup_key=key,
+        page=outcome.severity == "ERROR",
+        table=outcome.table,
+        partition=outcome.partition,
+        check=outcome.check,
+        measured=outcome.measured or None,
+        threshold=outcome.threshold or None,
+        details=dict(outcome.details),
+        run_url=link,
+        occurred_at=outcome.occurred_at,
+    )
+    alerts: list[Alert] = []
+    if announced == "ERROR" and (outcome.passed or outcome.severity != "ERROR"):
+        # Only a paged problem has anything to resolve; Slack heard the failure and the
+        # channel stays quiet about the recovery, which the UI shows anyway.
+        alerts.append(
+            replace(
+                failure,
+                id=f"resolve:{key}:{outcome.record_id}",
+                action="resolve",
+                severity="info",
+                title=f"{outcome.check} passes again on {where}",
+                page=True,
+            )
+        )
+    if outcome.passed:
+        state.pop(key, None)
+        return state, alerts
+    if announced == outcome.severity:
+        return state, alerts
+    state[key] = outcome.severity
+    alerts.append(failure)
+    return state, alerts
+
+
+def on_run_failure(
+    run_id: str,
+    *,
+    job: str,
+    partition: str | None,
+    reason: str,
+    link: str | None,
+    occurred_at: str | None = None,
+) -> Alert:
+    """A bronze run that failed for a reason other than its checks (those alert on their own).
+
+    Not paged: the run is retried and caught up, and if the table stays without a good
+    partition, freshness fails and pages.
+    """
+    where = f" for {partition}" if partition else ""
+    return Alert(
+        id=f"run:{run_id}",
+        action="trigger",
+        severity="error",
+        title=f"bronze run {run_id[:8]} of {job}{where} failed",
+        dedup_key=f"acode/run/{run_id}",
+        page=False,
+        partition=partition,
+        measured=reason,
+        details={"run_id": run_id, "job": job},
+        run_url=link,
+        occurred_at=occurred_at,
+    )
+
+
+@dataclass
+class AlertState:
+    """The alert sensor's cursor: what has been read, what is open, what is still to deliver.
+
+    ``marks`` holds, per check key, the highest execution record id below which everything has
+    been read; ``done`` the ids above it already read (records of runs still going sit between).
+    """
+
+    marks: dict[str, int] = field(default_factory=dict)
+    done: dict[str, list[int]] = field(default_factory=dict)
+    open: dict[str, CheckSeverity] = field(default_factory=dict)
+    runs_after: float = 0.0
+    runs_seen: list[str] = field(default_factory=list)
+    pending: list[Pending] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "version": 1,
+                "marks": self.marks,
+                "done": self.done,
+                "open": self.open,
+                "runs_after": self.runs_after,
+                "runs_seen": self.runs_seen,
+                "pending": [p.to_json() for p in self.pending],
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> AlertState:
+        raw = json.loads(text)
+        return cls(
+            marks={k: int(v) for k, v in raw["marks"].items()},
+            done={k: [int(i) for i in v] for k, v in raw["done"].items()},
+            open=dict(raw["open"]),
+            runs_after=float(raw["runs_after"]),
+            runs_seen=list(raw["runs_seen"]),
+            pending=[Pending.from_json(p) for p in raw["pending"]],
+        )
+
+
+def channels(alert: Alert) -> frozenset[str]:
+    """Where an alert goes: a resolve only to PagerDuty, which has something to close."""
+    if alert.action == "resolve":
+        return frozenset({"pagerduty"})
+    return channels_for(alert)
