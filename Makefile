@@ -45,8 +45,10 @@ stack-stop: sync  ## stop them
 stack-status: sync  ## show them
 	@$(UV) run --no-sync acode stack status
 
-bench: sync  ## replication benchmark (1M and 2M rows; several minutes)
+bench: sync  ## replication, checks and failover-drill benchmarks (bench/README.md; ~10 minutes)
 	@$(UV) run --no-sync python bench/replication.py
+	@$(UV) run --no-sync python bench/checks.py
+	@$(UV) run --no-sync python bench/failover_drill.py
 
 clean:  ## stop the local pair and remove all local state (.acode)
 	-@$(UV) run --no-sync acode stack stop

@@ -129,6 +129,10 @@ class BronzeStore(Protocol):
     def visible_files(self, table: Table, day: date) -> list[str]:
         """Every object or file under the partition, marker included, published or not."""
 
+    def probe(self, timeout_s: float) -> None:
+        """Write a small object under ``_probe/`` (which readers skip), read it back and delete
+        it; a BronzeError names the fix. Network calls give up after ``timeout_s``."""
+
 
 def parse_bronze_url(url: str, *, setting: str = "ACODE_BRONZE_URL") -> tuple[str, str]:
     """``('file', '/abs/path')`` or ``('s3', 'bucket/prefix')``; ConfigError names the fix."""
@@ -249,6 +253,40 @@ class LocalStore(_PublishedFiles):
         folder = self._dir(table, day)
         return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
 
+    def probe(self, timeout_s: float) -> None:
+        """Write, fsync, read back and delete ``<root>/_probe/<uuid>``.
+
+        ``timeout_s`` is not enforced here: a local system call cannot be interrupted, so the
+        caller (``acode_dagster.probes``) bounds how long it waits instead.
+        """
+        import contextlib
+
+        folder = self.root / "_probe"
+        path = folder / uuid.uuid4().hex
+        body = f"acode bronze probe {path.name}".encode()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                path.write_bytes(body)
+                _fsync(path)
+                read = path.read_bytes()
+            finally:
+                path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise BronzeError(
+                f"cannot write, read and delete a probe file in the bronze folder {self.root}: "
+                f"{exc.strerror or exc}; check ACODE_BRONZE_URL, the free space and the folder's "
+                "permissions"
+            ) from None
+        # Only when empty: a concurrent probe may have its own file in there.
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+        if read != body:
+            raise BronzeError(
+                f"the bronze folder {self.root} returned different bytes than were written to "
+                f"{path.name}: check the disk and the filesystem"
+            )
+
 
 class _LocalStaging:
     def __init__(self, workdir: Path, final: Path):
@@ -367,6 +405,61 @@ class S3Store(_PublishedFiles):
         prefix = self._key(partition_prefix(table, day)) + "/"
         return sorted(k[len(prefix) :] for k in self._list(prefix))
 
+    def probe(self, timeout_s: float) -> None:
+        """Put, get and delete ``<prefix>/_probe/<uuid>`` with a client of its own.
+
+        The store's client retries five times with long read timeouts, which is right for a
+        sync and wrong for a health check: this one makes a single attempt per call and waits
+        ``timeout_s`` at most, so a dead endpoint fails in about ``timeout_s``. It reads the same
+        standard variables as :func:`s3_client` (or keeps an injected client's endpoint and
+        region), so it probes the S3 the store writes to.
+        """
+        import contextlib
+
+        import boto3
+        from botocore.config import Config
+
+        config = Config(
+            # total_max_attempts counts the first call; max_attempts would count retries only.
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            connect_timeout=timeout_s,
+            read_timeout=timeout_s,
+        )
+        where: dict[str, Any] = {}
+        if self._client is not None:
+            where = {
+                "endpoint_url": self._client.meta.endpoint_url,
+                "region_name": self._client.meta.region_name,
+            }
+        client = boto3.session.Session().client("s3", config=config, **where)
+
+        def send_body_at_once(request: Any, **_: Any) -> None:
+            # botocore asks for "100 Continue" before a PUT's body and, hearing nothing, waits a
+            # fixed second before sending it: a hung endpoint would cost timeout_s + 1 s.
+            if "Expect" in request.headers:
+                del request.headers["Expect"]
+
+        client.meta.events.register("before-send.s3.PutObject", send_body_at_once)
+        key = self._key("_probe", uuid.uuid4().hex)
+        body = f"acode bronze probe {key}".encode()
+        with _s3_errors(self.bucket):
+            client.put_object(Bucket=self.bucket, Key=key, Body=body)
+            try:
+                read = client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            except Exception:
+                # The read's error is the one to report; a leftover under _probe/ is invisible
+                # to readers.
+                with contextlib.suppress(Exception):
+                    client.delete_object(Bucket=self.bucket, Key=key)
+                raise
+            # A failed delete is a real fault: publishing needs delete_object too.
+            client.delete_object(Bucket=self.bucket, Key=key)
+        if read != body:
+            raise BronzeError(
+                f"S3 bucket {self.bucket!r} returned different bytes than were written to {key}: "
+                "check the endpoint (AWS_ENDPOINT_URL) and any proxy in between"
+            )
+
 
 class _S3Staging:
     def __init__(self, store: S3Store, workdir: Path, staged_prefix: str, final_prefix: str):
@@ -445,5 +538,6 @@ def _s3_errors(bucket: str) -> Iterator[None]:
     except BotoCoreError as exc:
         raise BronzeError(
             f"S3 bucket {bucket!r}: {type(exc).__name__}: {exc} — check AWS_ENDPOINT_URL and the "
-            "network"
+            "network",
+            transient=True,
         ) from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -117,6 +118,96 @@ def cmd_quickstart(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
+    """Probe everything now; exit 1 when a target is unhealthy, so scripts can use it."""
+    from acode_dagster.runs import check_health, ensure_dagster_home
+
+    ensure_dagster_home(settings)
+    results = check_health()
+    _print_table(
+        [
+            {
+                "target": r.target,
+                "healthy": "yes" if r.healthy else "NO",
+                "ms": f"{r.latency_s * 1000:.0f}",
+                "reason": (r.reason + (f" ({r.warning})" if r.warning else ""))[:110],
+            }
+            for r in results.values()
+        ]
+    )
+    return 0 if all(r.healthy for r in results.values()) else 1
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from acode_dagster.quality import PARTITION_CHECKS
+    from acode_dagster.runs import ensure_dagster_home, route_status
+
+    ensure_dagster_home(settings)
+    state, events, tables = route_status()
+    pinned = (
+        f" (pinned to {state.pin.role} by {state.pin.by}: {state.pin.reason})" if state.pin else ""
+    )
+    print(f"route: source={state.route.source} bucket={state.route.bucket}{pinned}")
+    if events:
+        print("last changes:")
+        for event in events:
+            print(f"  {event.at:%Y-%m-%d %H:%M:%S %Z}  {event.describe()}")
+    else:
+        print("last change: none (on the primaries since the start)")
+    print()
+    _print_table(
+        [
+            {
+                "table": t.table,
+                "latest partition": t.latest_partition or "-",
+                **{c.name: t.checks.get(c.name, "-") for c in PARTITION_CHECKS},
+            }
+            for t in tables
+        ]
+    )
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
+    from acode_dagster.runs import ensure_dagster_home, sync_partition
+    from acode_dagster.tables import get_table, parse_partition_key
+
+    try:
+        table = get_table(args.table)
+        day = parse_partition_key(args.date)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    ensure_dagster_home(settings)
+    run = sync_partition(table.name, day)
+    _print_table(run.landed)
+    for check in run.checks:
+        print(f"  {check.check:<15} {check.outcome:<5} {check.measured}")
+    if not run.success:
+        print(f"run {run.run_id} failed: {run.failure}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_route(args: argparse.Namespace, settings: Settings) -> int:
+    from acode_dagster.runs import change_pin, ensure_dagster_home
+
+    ensure_dagster_home(settings)
+    parts = ("source", "bucket") if args.part == "both" else (args.part,)
+    role = args.role if args.action == "pin" else None
+    if args.action == "pin" and (role is None or not args.reason):
+        raise ConfigError(
+            "route pin needs a side and a reason, e.g. `acode route pin backup --reason "
+            "'primary maintenance'`; the reason is recorded and alerted"
+        )
+    by = os.environ.get("USER") or "operator"
+    events = change_pin(role, args.reason or "", parts, by)
+    for event in events:
+        print(event.describe())
+    if not events:
+        print("nothing to do: the route was not pinned")
+    return 0
+
+
 DRIFT_COLUMN = "Canal_Venda"
 
 
@@ -218,6 +309,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-drift", action="store_true", help="leave the extra source column in place"
     )
     anomalies.set_defaults(func=cmd_anomalies)
+
+    health = sub.add_parser(
+        "health", help="probe both MySQL servers and both buckets now (exit 1 if one is down)"
+    )
+    health.set_defaults(func=cmd_health)
+    status = sub.add_parser(
+        "status", help="the route, its last changes, and each table's latest partition and checks"
+    )
+    status.set_defaults(func=cmd_status)
+    sync = sub.add_parser("sync", help="materialize and check one partition now, on the route")
+    sync.add_argument("table", help="e.g. farmarcas_si_analitico_diario")
+    sync.add_argument("date", help="the partition, YYYY-MM-DD")
+    sync.set_defaults(func=cmd_sync)
+    route = sub.add_parser(
+        "route",
+        help="pin the route to a side (overrides automatic failover until unpinned), or unpin",
+        description="`acode route pin backup --reason 'primary maintenance'` moves the syncs to "
+        "the backup now and keeps them there; `acode route unpin` hands the route back to the "
+        "health sensor. Both are recorded on the redundancy asset and alerted.",
+    )
+    route.add_argument("action", choices=["pin", "unpin"])
+    route.add_argument("role", nargs="?", choices=["primary", "backup"], help="for pin")
+    route.add_argument("--reason", help="why (required for pin; recorded and alerted)")
+    route.add_argument(
+        "--part", choices=["both", "source", "bucket"], default="both", help="default: both"
+    )
+    route.set_defaults(func=cmd_route)
     return parser
 
 

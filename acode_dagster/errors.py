@@ -19,6 +19,10 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
 class AcodeError(Exception):
     """Base of the errors this platform raises on purpose."""
 
+    transient: bool = False
+    """True when trying again later may succeed (a server or bucket unreachable), so a run retries
+    it; False when a person must fix something first (a password, a missing table)."""
+
 
 class ConfigError(AcodeError, ValueError):
     """A setting is missing or malformed; the message names the variable and the expected form."""
@@ -27,14 +31,26 @@ class ConfigError(AcodeError, ValueError):
 class SourceError(AcodeError):
     """The MySQL source could not be read."""
 
-    def __init__(self, message: str, *, server: str = "", mysql_errno: int | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        server: str = "",
+        mysql_errno: int | None = None,
+        transient: bool = False,
+    ):
         super().__init__(message)
         self.server = server
         self.mysql_errno = mysql_errno
+        self.transient = transient
 
 
 class BronzeError(AcodeError):
     """The bronze store could not be written or read."""
+
+    def __init__(self, message: str, *, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 class PartitionError(AcodeError, ValueError):

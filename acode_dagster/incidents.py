@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from acode_dagster.alerts import Alert, Pending, channels_for
+from acode_dagster.failover import RouteEvent
 
 CheckSeverity = Literal["ERROR", "WARN"]
 OpenProblems = Mapping[str, CheckSeverity]
@@ -135,6 +136,8 @@ class AlertState:
     runs_after: float = 0.0
     runs_seen: list[str] = field(default_factory=list)
     pending: list[Pending] = field(default_factory=list)
+    route_mark: int = 0
+    """Storage id of the last route event read."""
 
     def to_json(self) -> str:
         return json.dumps(
@@ -146,6 +149,7 @@ class AlertState:
                 "runs_after": self.runs_after,
                 "runs_seen": self.runs_seen,
                 "pending": [p.to_json() for p in self.pending],
+                "route_mark": self.route_mark,
             },
             sort_keys=True,
         )
@@ -160,7 +164,40 @@ class AlertState:
             runs_after=float(raw["runs_after"]),
             runs_seen=list(raw["runs_seen"]),
             pending=[Pending.from_json(p) for p in raw["pending"]],
+            route_mark=int(raw.get("route_mark", 0)),
         )
+
+
+def on_route_event(event: RouteEvent, record_id: int, link: str | None) -> list[Alert]:
+    """A route change is news for Slack; both sources (or buckets) down pages, and is resolved in
+    PagerDuty when one of them is back."""
+    parts = "+".join(event.parts)
+    down_key = f"acode/route/{parts}/both_down"
+    details: dict[str, str] = {"from": event.from_role or "", "to": event.to_role or ""}
+    details["automatic"] = "yes" if event.automatic else "no (operator)"
+    if event.outage_s is not None:
+        details["outage_minutes"] = f"{event.outage_s / 60:.1f}"
+    told = Alert(
+        id=f"route:{record_id}",
+        action="trigger",
+        severity="warning" if event.kind == "failover" else "info",
+        title=event.describe(),
+        dedup_key=f"acode/route/{parts}/{event.kind}/{record_id}",
+        page=False,
+        measured=event.reason,
+        details=details,
+        run_url=link,
+        occurred_at=event.at.isoformat(),
+    )
+    if event.kind == "both_down":
+        title = f"both {parts} sides are down: the route stays and syncs cannot run"
+        return [replace(told, severity="critical", title=title, dedup_key=down_key, page=True)]
+    if event.kind == "recovered":
+        resolve = replace(
+            told, id=f"route-resolve:{record_id}", action="resolve", dedup_key=down_key, page=True
+        )
+        return [resolve, told]
+    return [told]
 
 
 def channels(alert: Alert) -> frozenset[str]:

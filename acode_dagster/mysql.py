@@ -122,6 +122,11 @@ _ACCESS_DENIED = 1045
 _UNKNOWN_DATABASE = 1049
 _NO_SUCH_TABLE = 1146
 _CANT_CONNECT = (2003, 2005, 2006, 2013)
+_UNREACHABLE = re.compile(
+    r"can't connect|timed out|refused|lost connection|connection reset|broken pipe"
+    r"|gone away|unexpected eof",
+    re.I,
+)
 
 
 def explain_mysql_error(endpoint: MySQLEndpoint, exc: BaseException) -> SourceError:
@@ -143,14 +148,18 @@ def explain_mysql_error(endpoint: MySQLEndpoint, exc: BaseException) -> SourceEr
             "a source table is missing: the server must have the tables of "
             "acode_source_schema.sql (run `acode stack start` for the local default)"
         )
-    elif code in _CANT_CONNECT or re.search(r"can't connect|timed out|refused", detail, re.I):
+    elif code in _CANT_CONNECT or _UNREACHABLE.search(detail):
         hint = (
             "the server is unreachable: check that it runs and that host and port are right "
             "(`acode stack status` for the local default)"
         )
     else:
         hint = "see the server's message above"
-    return SourceError(f"MySQL {where}: {detail} — {hint}", server=where, mysql_errno=code)
+    # A lost or refused connection may heal (or the route may move to the backup): worth a retry.
+    transient = code in _CANT_CONNECT or bool(_UNREACHABLE.search(detail))
+    return SourceError(
+        f"MySQL {where}: {detail} — {hint}", server=where, mysql_errno=code, transient=transient
+    )
 
 
 @dataclass(frozen=True)

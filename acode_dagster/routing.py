@@ -1,13 +1,13 @@
 """The route: which source server and which bronze bucket a sync uses.
 
-Every run asks :func:`read_route` once when it starts; nothing else decides where data comes
-from or goes to, so the failover machinery has exactly one place to change.
+Every run asks for it once when it starts (``defs.redundancy.state.read_route``); only the
+health sensor's state machine (:mod:`acode_dagster.failover`) and an operator's pin change it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 Role = Literal["primary", "backup"]
 PRIMARY: Role = "primary"
@@ -19,8 +19,3 @@ ROLES: tuple[Role, ...] = (PRIMARY, BACKUP)
 class Route:
     source: Role = PRIMARY
     bucket: Role = PRIMARY
-
-
-def read_route(instance: Any = None) -> Route:
-    """The route in force. Until automatic failover lands, always the primaries."""
-    return Route()

@@ -138,3 +138,101 @@ def send_alerts(*, start: bool = False) -> str:
         if context.cursor:
             storage.set_cursor_values({ALERT_CURSOR_KEY: context.cursor})
     return (result.skip_message or "") if isinstance(result, dg.SkipReason) else str(result)
+
+
+def _resources() -> dict[str, Any]:
+    return dict(current_definitions().resources or {})
+
+
+def check_health() -> dict[str, Any]:
+    """Probe the four targets now, with the configured limits; ``{target: ProbeResult}``."""
+    from acode_dagster.defs.redundancy.sensors import run_probes
+
+    resources = _resources()
+    wanted = {k: resources[k] for k in ("acode_sources", "bronze", "redundancy")}
+    with dg.build_resources(wanted) as ready:
+        return run_probes(ready.acode_sources, ready.bronze, ready.redundancy)
+
+
+@dataclass(frozen=True)
+class TableStatus:
+    table: str
+    latest_partition: str | None
+    checks: dict[str, str]
+    """check name -> PASS/WARN/ERROR of the latest partition's latest evaluation."""
+
+
+def route_status() -> tuple[Any, list[Any], list[TableStatus]]:
+    """``(route state, recent route events newest first, per-table latest partition)``."""
+    from acode_dagster.defs.bronze.checks import bronze_key
+    from acode_dagster.defs.redundancy.state import load_state, recent_route_events
+    from acode_dagster.quality import PARTITION_CHECKS
+    from acode_dagster.tables import TABLES
+
+    with dg.DagsterInstance.get() as instance:
+        state = load_state(instance)
+        events = recent_route_events(instance, limit=5)
+        tables = []
+        for table in TABLES:
+            landed = instance.get_materialized_partitions(bronze_key(table))
+            latest = max(landed) if landed else None
+            checks: dict[str, str] = {}
+            for spec in PARTITION_CHECKS:
+                key = dg.AssetCheckKey(bronze_key(table), spec.name)
+                for record in instance.event_log_storage.get_asset_check_execution_history(
+                    key, limit=20
+                ):
+                    event = record.event.dagster_event if record.event else None
+                    evaluation = event.asset_check_evaluation_data if event else None
+                    if evaluation is not None and evaluation.partition == latest:
+                        checks[spec.name] = (
+                            "PASS" if evaluation.passed else evaluation.severity.value
+                        )
+                        break
+            tables.append(TableStatus(table.name, latest, checks))
+    return state, events, tables
+
+
+def sync_partition(table_name: str, day: date) -> RunSummary:
+    """Materialize (and check) one partition of one table now, on the route in force."""
+    from acode_dagster.defs.bronze.checks import bronze_key
+    from acode_dagster.tables import get_table
+
+    key = bronze_key(get_table(table_name))
+    job = current_definitions().resolve_job_def("bronze_acode_job")
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(
+            partition_key=day.isoformat(),
+            instance=instance,
+            asset_selection=[key],
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        )
+    return _summarize(day, result)
+
+
+def change_pin(role: str | None, reason: str, parts: Sequence[str], by: str) -> list[Any]:
+    """Pin the given parts of the route to ``role``, or unpin (``role=None``); the events."""
+    from datetime import UTC, datetime
+
+    from acode_dagster import failover
+    from acode_dagster.defs.redundancy.state import event_observation, load_state, save_state
+
+    now = datetime.now(UTC)
+    with dg.DagsterInstance.get() as instance:
+        state = load_state(instance)
+        if role is None:
+            state, events = failover.unpin(state, by, now, reason)
+        else:
+            pin = failover.Pin(
+                role=role,  # type: ignore[arg-type]
+                reason=reason,
+                by=by,
+                at=now,
+                parts=tuple(parts),  # type: ignore[arg-type]
+            )
+            state, events = failover.pin(state, pin)
+        save_state(instance, state)
+        for event in events:
+            instance.report_runless_asset_event(event_observation(event))
+    return events

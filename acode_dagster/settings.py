@@ -73,6 +73,16 @@ SETTINGS: tuple[Setting, ...] = (
         secret=True,
     ),
     Setting("ACODE_PAGERDUTY_URL", DEFAULT_PAGERDUTY_URL, "PagerDuty Events API base URL"),
+    Setting("ACODE_HEALTH_INTERVAL_S", "300", "seconds between two health probes of everything"),
+    Setting("ACODE_PROBE_TIMEOUT_S", "5", "a probe that takes longer fails"),
+    Setting("ACODE_FAILOVER_AFTER", "2", "consecutive failed probes before moving to the backup"),
+    Setting("ACODE_FAILBACK_AFTER", "3", "consecutive healthy probes of the primary to come back"),
+    Setting("ACODE_FAILBACK_DWELL_S", "1800", "minimum seconds on the backup before coming back"),
+    Setting("ACODE_RPO_S", "3600", "a replica further behind than this is not a safe target"),
+    Setting("ACODE_LAG_WARN_S", "300", "replica lag from which the health report warns"),
+    Setting("ACODE_CATCHUP_DAYS", "7", "after a route change, missing days of this window re-run"),
+    Setting("ACODE_RETRY_BASE_S", "30", "first wait before retrying a sync that lost its server"),
+    Setting("ACODE_RETRIES", "4", "retries of such a sync (waits double each time)"),
     Setting(
         "ACODE_DAGSTER_UI_URL",
         DEFAULT_UI_URL,
@@ -99,6 +109,16 @@ class Settings:
     pagerduty_key_set: bool = False
     pagerduty_url: str = DEFAULT_PAGERDUTY_URL
     ui_url: str = DEFAULT_UI_URL
+    health_interval_s: int = 300
+    probe_timeout_s: float = 5.0
+    failover_after: int = 2
+    failback_after: int = 3
+    failback_dwell_s: float = 1800.0
+    rpo_s: float = 3600.0
+    lag_warn_s: float = 300.0
+    catchup_days: int = 7
+    retry_base_s: float = 30.0
+    retries: int = 4
 
     @property
     def stack_home(self) -> Path:
@@ -148,7 +168,30 @@ class Settings:
             pagerduty_key_set=bool(env.get("PAGERDUTY_ROUTING_KEY")),
             pagerduty_url=_http_url(env, "ACODE_PAGERDUTY_URL", DEFAULT_PAGERDUTY_URL),
             ui_url=_http_url(env, "ACODE_DAGSTER_UI_URL", DEFAULT_UI_URL).rstrip("/"),
+            health_interval_s=int(_number(env, "ACODE_HEALTH_INTERVAL_S", 300, minimum=1)),
+            probe_timeout_s=_number(env, "ACODE_PROBE_TIMEOUT_S", 5, minimum=0.1),
+            failover_after=int(_number(env, "ACODE_FAILOVER_AFTER", 2, minimum=1)),
+            failback_after=int(_number(env, "ACODE_FAILBACK_AFTER", 3, minimum=1)),
+            failback_dwell_s=_number(env, "ACODE_FAILBACK_DWELL_S", 1800, minimum=0),
+            rpo_s=_number(env, "ACODE_RPO_S", 3600, minimum=1),
+            lag_warn_s=_number(env, "ACODE_LAG_WARN_S", 300, minimum=0),
+            catchup_days=int(_number(env, "ACODE_CATCHUP_DAYS", 7, minimum=0)),
+            retry_base_s=_number(env, "ACODE_RETRY_BASE_S", 30, minimum=0),
+            retries=int(_number(env, "ACODE_RETRIES", 4, minimum=0)),
         )
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
+    text = (env.get(name) or "").strip()
+    if not text:
+        return float(default)
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= minimum:  # also refuses NaN
+        raise ConfigError(f"{name}={text!r} must be a number >= {minimum:g}, e.g. {default:g}")
+    return value
 
 
 def _http_url(env: Mapping[str, str], name: str, default: str) -> str:

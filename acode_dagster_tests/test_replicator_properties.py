@@ -115,7 +115,12 @@ def replace_rows(admin: MySQLEndpoint, table: Table, rows: list[tuple[Any, ...]]
     connection = replace(admin, database=DATABASE).connect()
     try:
         with connection.cursor() as cursor:
-            cursor.execute("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'")
+            # NO_AUTO_VALUE_ON_ZERO: an id of 0 is a value here, not a request for the next one
+            # (which would collide with a drawn id 1).
+            cursor.execute(
+                "SET SESSION sql_mode = "
+                "'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO'"
+            )
             # TRUNCATE resets AUTO_INCREMENT: an id of 2^64 - 1 leaves the counter overflowed,
             # and the server refuses any later insert until it is reset.
             cursor.execute(f"TRUNCATE TABLE `{table.name}`")

@@ -9,9 +9,10 @@ from pydantic import Field
 
 from acode_dagster.bronze import BronzeStore, open_store
 from acode_dagster.defs.alerts.resources import AlertingResource
+from acode_dagster.defs.redundancy.resources import RedundancyResource
 from acode_dagster.errors import ConfigError
 from acode_dagster.mysql import MySQLEndpoint
-from acode_dagster.replicator import EmbeddedReplicator, Replicator
+from acode_dagster.replicator import BATCH_ROWS, ROW_GROUP_ROWS, EmbeddedReplicator, Replicator
 from acode_dagster.routing import PRIMARY, Role
 from acode_dagster.settings import Settings
 
@@ -69,9 +70,11 @@ class ReplicatorResource(dg.ConfigurableResource):
     """Which replicator moves a partition, and its tuning."""
 
     kind: str = "embedded"
-    batch_rows: int = 65_536
-    row_group_rows: int = 131_072
+    batch_rows: int = BATCH_ROWS
+    row_group_rows: int = ROW_GROUP_ROWS
     max_file_mb: float = 512
+    retries: int = Field(default=4, description="retries of a sync that lost its server")
+    retry_base_s: float = Field(default=30.0, description="first wait; it doubles each retry")
 
     def build(self, log: Callable[[str], None]) -> Replicator:
         return EmbeddedReplicator(
@@ -108,7 +111,19 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             primary_url=settings.bronze_url, backup_url=settings.bronze_backup_url
         ),
         "replicator": ReplicatorResource(
-            kind=settings.replicator, max_file_mb=settings.max_file_mb
+            kind=settings.replicator,
+            max_file_mb=settings.max_file_mb,
+            retries=settings.retries,
+            retry_base_s=settings.retry_base_s,
+        ),
+        "redundancy": RedundancyResource(
+            failover_after=settings.failover_after,
+            failback_after=settings.failback_after,
+            failback_dwell_s=settings.failback_dwell_s,
+            probe_timeout_s=settings.probe_timeout_s,
+            rpo_s=settings.rpo_s,
+            lag_warn_s=settings.lag_warn_s,
+            catchup_days=settings.catchup_days,
         ),
         "alerting": AlertingResource(
             slack_token=_secret("SLACK_BOT_TOKEN", settings.slack_token_set),

@@ -12,7 +12,9 @@ from dagster._core.errors import DagsterUnknownPartitionError
 
 from acode_dagster.defs.bronze.assets import bronze_assets
 from acode_dagster.defs.bronze.checks import bronze_key
+from acode_dagster.defs.redundancy.state import REDUNDANCY_KEY
 from acode_dagster.defs.resources import build_resources
+from acode_dagster.quality import FRESHNESS_CHECK, PARTITION_CHECKS
 from acode_dagster.settings import Settings
 from acode_dagster.tables import TABLES
 
@@ -24,10 +26,25 @@ def test_every_definition_loads() -> None:
 
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
-    assert graph.get_all_asset_keys() == {bronze_key(t) for t in TABLES}
+    assert graph.get_all_asset_keys() == {bronze_key(t) for t in TABLES} | {REDUNDANCY_KEY}
+    checks = {(key.asset_key, key.name) for key in graph.asset_check_keys}
+    assert checks == {
+        (bronze_key(t), spec.name) for t in TABLES for spec in (*PARTITION_CHECKS, FRESHNESS_CHECK)
+    }
     job = defs.resolve_job_def("bronze_acode_job")
     assert job.partitions_def is not None
-    assert set(defs.resources or {}) == {"acode_sources", "bronze", "replicator", "alerting"}
+    assert {s.name for s in defs.sensors or []} == {
+        "acode_alert_sensor",
+        "acode_freshness_sensor",
+        "acode_health_sensor",
+    }
+    assert set(defs.resources or {}) == {
+        "acode_sources",
+        "bronze",
+        "replicator",
+        "redundancy",
+        "alerting",
+    }
 
 
 def test_assets_share_one_daily_partitioning_in_sao_paulo() -> None:

@@ -1,4 +1,5 @@
-"""``acode_alert_sensor``: every failed check, freshness failure and failed bronze run, told once.
+"""``acode_alert_sensor``: every failed check, freshness failure, failed bronze run and route
+change, told once.
 
 Each tick reads what the instance recorded since the cursor (check executions per check key,
 failed runs by update time), turns it into alerts with the pure rules of
@@ -22,7 +23,15 @@ from dagster._core.storage.asset_check_execution_record import (
 from acode_dagster.alerts import Alert, PagerDutyNotifier, Pending, deliver
 from acode_dagster.defs.alerts.resources import AlertingResource
 from acode_dagster.defs.bronze.checks import GROUP, bronze_key
-from acode_dagster.incidents import AlertState, CheckOutcome, channels, on_check, on_run_failure
+from acode_dagster.defs.redundancy.state import REDUNDANCY_KEY, route_events_since
+from acode_dagster.incidents import (
+    AlertState,
+    CheckOutcome,
+    channels,
+    on_check,
+    on_route_event,
+    on_run_failure,
+)
 from acode_dagster.quality import FRESHNESS_CHECK, PARTITION_CHECKS
 from acode_dagster.tables import TABLES, Table
 
@@ -205,6 +214,20 @@ def read_failed_runs(
     return alerts
 
 
+def read_route_events(
+    instance: dg.DagsterInstance, state: AlertState, alerting: AlertingResource
+) -> list[Alert]:
+    alerts: list[Alert] = []
+    link = alerting.asset_url(REDUNDANCY_KEY)
+    while True:
+        events, mark = route_events_since(instance, state.route_mark)
+        for record_id, event in events:
+            alerts += on_route_event(event, record_id, link)
+        if mark == state.route_mark:
+            return alerts
+        state.route_mark = mark
+
+
 def alert_tick(
     instance: dg.DagsterInstance,
     cursor: str | None,
@@ -218,7 +241,11 @@ def alert_tick(
     """
     first = cursor is None
     state = AlertState.from_json(cursor) if cursor else AlertState()
-    found = read_checks(instance, state, alerting) + read_failed_runs(instance, state, alerting)
+    found = (
+        read_checks(instance, state, alerting)
+        + read_failed_runs(instance, state, alerting)
+        + read_route_events(instance, state, alerting)
+    )
     if first:
         log(f"alerting starts now; {len(found)} earlier problem(s) taken as already known")
         state.pending = []
@@ -241,8 +268,9 @@ def alert_tick(
     minimum_interval_seconds=ALERT_INTERVAL_S,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
-        "Sends every failed bronze check (ERROR and WARN), freshness failure and failed bronze "
-        "run to Slack, and ERROR-level ones to PagerDuty, once each; retries on outage."
+        "Sends every failed bronze check (ERROR and WARN), freshness failure, failed bronze run "
+        "and route change to Slack, and ERROR-level and critical ones to PagerDuty, once each; "
+        "retries on outage."
     ),
 )
 def acode_alert_sensor(

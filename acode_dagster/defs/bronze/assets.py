@@ -12,10 +12,11 @@ from acode_dagster.defs.bronze.checks import (
     row_count_history,
 )
 from acode_dagster.defs.bronze.partitions import daily_partitions
+from acode_dagster.defs.redundancy.state import read_route
 from acode_dagster.defs.resources import AcodeSourcesResource, BronzeResource, ReplicatorResource
+from acode_dagster.errors import AcodeError
 from acode_dagster.quality import evaluate_partition
 from acode_dagster.replicator import SyncResult
-from acode_dagster.routing import read_route
 from acode_dagster.tables import BRONZE_DATABASE, TABLES, Table, parse_partition_key
 
 
@@ -91,7 +92,19 @@ def build_bronze_asset(table: Table) -> dg.AssetsDefinition:
         context.log.info(
             f"route: source={route.source} ({source.address}), bucket={route.bucket} ({store.url})"
         )
-        result = replicator.build(log=context.log.info).sync(table, day, source, store)
+        try:
+            result = replicator.build(log=context.log.info).sync(table, day, source, store)
+        except AcodeError as exc:
+            attempt = context.retry_number
+            if not exc.transient or attempt >= replicator.retries:
+                raise
+            # The retry reads the route again, so after a failover it goes to the backup.
+            wait = replicator.retry_base_s * 2**attempt
+            context.log.warning(
+                f"{exc} — retry {attempt + 1} of {replicator.retries} in {wait:.0f} s, on the "
+                "route then in force"
+            )
+            raise dg.RetryRequested(max_retries=replicator.retries, seconds_to_wait=wait) from exc
         yield dg.MaterializeResult(
             metadata=materialization_metadata(result, route.source, route.bucket, source.address)
         )

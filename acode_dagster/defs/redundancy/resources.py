@@ -1,0 +1,33 @@
+"""How the health sensor judges and reacts: the failover policy and the probes' limits."""
+
+from datetime import timedelta
+
+import dagster as dg
+
+from acode_dagster.failover import Policy
+from acode_dagster.probes import ProbeSettings
+
+
+class RedundancyResource(dg.ConfigurableResource):
+    """Hysteresis, probe limits and catch-up window: the ACODE_* settings of the same names
+    (their defaults and meanings are in :mod:`acode_dagster.settings`)."""
+
+    failover_after: int
+    failback_after: int
+    failback_dwell_s: float
+    probe_timeout_s: float
+    rpo_s: float
+    lag_warn_s: float
+    catchup_days: int
+
+    def policy(self) -> Policy:
+        return Policy(
+            fail_after=self.failover_after,
+            recover_after=self.failback_after,
+            min_dwell=timedelta(seconds=self.failback_dwell_s),
+        )
+
+    def probe_settings(self) -> ProbeSettings:
+        return ProbeSettings(
+            timeout_s=self.probe_timeout_s, rpo_s=self.rpo_s, lag_warn_s=self.lag_warn_s
+        )
