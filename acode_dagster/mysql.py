@@ -124,7 +124,7 @@ _NO_SUCH_TABLE = 1146
 _CANT_CONNECT = (2003, 2005, 2006, 2013)
 _UNREACHABLE = re.compile(
     r"can't connect|timed out|refused|lost connection|connection reset|broken pipe"
-    r"|gone away|unexpected eof",
+    r"|gone away|unexpected eof|bytes remaining on stream|io error",
     re.I,
 )
 

@@ -20,7 +20,9 @@ from acode_dagster.defs.bronze.checks import bronze_key
 from acode_dagster.defs.redundancy.state import load_state, recent_route_events
 from acode_dagster.defs.resources import build_resources
 from acode_dagster.demo.loader import last_complete_days, load_days
+from acode_dagster.errors import SourceError
 from acode_dagster.localstack import LocalStack
+from acode_dagster.replicator import EmbeddedReplicator
 from acode_dagster.routing import Route
 from acode_dagster.settings import Settings
 from acode_dagster.tables import FISCAL_LINES, TABLES
@@ -243,3 +245,27 @@ def test_a_revoked_bucket_moves_the_bucket_route_and_back(
     assert platform.route == Route("primary", "primary")
     kinds = [(e.kind, e.parts) for e in recent_route_events(platform.instance)]
     assert kinds == [("failback", ("bucket",)), ("failover", ("bucket",))]
+
+
+def test_a_source_lost_mid_sync_publishes_nothing_and_is_worth_a_retry(
+    platform: Platform, tmp_path: Path
+) -> None:
+    day = DAYS[0]
+    load_days(
+        platform.stack.endpoint("primary", admin=True), [day], rows={FISCAL_LINES.name: 60_000}
+    )
+    store = LocalStore(tmp_path / "mid-sync")
+    killed: list[str] = []
+
+    def kill_after_first_batch(line: str) -> None:
+        if "rows/s" in line and not killed:
+            killed.append(line)
+            platform.stack.kill("primary")
+
+    replicator = EmbeddedReplicator(batch_rows=500, progress_every_s=0, log=kill_after_first_batch)
+    with pytest.raises(SourceError) as error:
+        replicator.sync(FISCAL_LINES, day, platform.stack.endpoint("primary"), store)
+    assert killed, "the sync finished before the kill: nothing was tested"
+    assert error.value.transient, error.value
+    assert store.visible_files(FISCAL_LINES, day) == []
+    assert store.manifest(FISCAL_LINES, day) is None
