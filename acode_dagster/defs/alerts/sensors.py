@@ -156,8 +156,9 @@ def _is_bronze_run(instance: dg.DagsterInstance, run_id: str) -> bool:
 
 def _failure_reason(instance: dg.DagsterInstance, run_id: str) -> str | None:
     """Why the run failed, or None when only blocking checks failed it (they alert already)."""
+    failures = instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE)
     reasons = []
-    for entry in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE):
+    for entry in failures:
         event = entry.dagster_event
         error = event.step_failure_data.error if event else None
         if error is not None and error.cls_name == _CHECK_FAILED:
@@ -170,7 +171,6 @@ def _failure_reason(instance: dg.DagsterInstance, run_id: str) -> str | None:
         reasons.append(f"{step}: {message[0] if message else 'failed'}")
     if reasons:
         return "; ".join(reasons)
-    failures = instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE)
     if failures:
         return None
     run_failure = instance.all_logs(run_id, of_type=DagsterEventType.RUN_FAILURE)

@@ -43,7 +43,6 @@ class HealthTick:
     events: list[RouteEvent]
     observations: list[dg.AssetObservation] = field(default_factory=list)
     run_requests: list[dg.RunRequest] = field(default_factory=list)
-    saved: bool = True
 
 
 def run_probes(
@@ -140,7 +139,7 @@ def health_tick(
     # probe results for the record; the next tick decides again from the pinned state.
     current = load_state(instance)
     if current != before:
-        tick.state, tick.events, tick.saved = current, [], False
+        tick.state, tick.events = current, []
     else:
         save_state(instance, state)
     tick.observations = [tick_observation(tick.state, results, tick.events)] + [
@@ -171,9 +170,8 @@ def acode_health_sensor(
 ) -> dg.SensorResult:
     tick = health_tick(context.instance, acode_sources, bronze, redundancy)
     for event in tick.events:
-        context.log.warning(event.describe()) if event.critical else context.log.info(
-            event.describe()
-        )
+        log = context.log.warning if event.critical else context.log.info
+        log(event.describe())
     for result in tick.results.values():
         if not result.healthy or result.warning:
             context.log.info(f"{result.target}: {result.reason} {result.warning or ''}".strip())
