@@ -22,10 +22,11 @@ quickstart: sync  ## start the local MariaDB pair, load 3 demo days, materialize
 test: sync  ## run the test suite (starts its own MariaDB servers and S3 server)
 	@$(UV) run --no-sync pytest
 
-lint: sync  ## ruff, formatting and mypy, as CI runs them
+lint: sync  ## ruff, formatting, mypy and `dagster definitions validate`, as CI runs them
 	@$(UV) run --no-sync ruff check acode_dagster acode_dagster_tests bench
 	@$(UV) run --no-sync ruff format --check acode_dagster acode_dagster_tests bench
 	@$(UV) run --no-sync mypy
+	@$(UV) run --no-sync dagster definitions validate -m acode_dagster.definitions
 
 format: sync  ## apply ruff's fixes and formatting
 	@$(UV) run --no-sync ruff check --fix acode_dagster acode_dagster_tests bench
