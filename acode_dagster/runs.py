@@ -62,7 +62,10 @@ def current_definitions() -> dg.Definitions:
     """
     import acode_dagster.defs
 
-    return dg.load_defs(defs_root=acode_dagster.defs)
+    # Loading reads the instance's definitions-state storage, which Dagster finds through the
+    # instance entered last; enter ours, or it may find one that is already closed.
+    with dg.DagsterInstance.get():
+        return dg.load_defs(defs_root=acode_dagster.defs)
 
 
 def _summarize(day: date, result: dg.ExecuteInProcessResult) -> RunSummary:

@@ -34,7 +34,9 @@ def test_it_runs_by_default_at_two_in_the_morning_in_sao_paulo() -> None:
 )
 def test_a_tick_requests_yesterday_once(fires_at: datetime, partition: str) -> None:
     schedule = defs.resolve_schedule_def("acode_daily_schedule")
-    with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=fires_at)
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_schedule_context(instance=instance, scheduled_execution_time=fires_at) as context,
+    ):
         requests = schedule.evaluate_tick(context).run_requests or []
     assert [(r.partition_key, r.job_name) for r in requests] == [(partition, "bronze_acode_job")]
