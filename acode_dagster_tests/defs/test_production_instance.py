@@ -1,37 +1,48 @@
-"""The route's state and history on a Postgres-backed Dagster instance (the production storage),
-read back by a fresh process, as after a daemon restart."""
+"""The production instance (``deploy/dagster.yaml``: PostgreSQL storage) against the local
+PostgreSQL: a run, the route's state and its history, read back by a fresh process, as after a
+restart of the webserver and the daemon."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import psycopg2
 import pytest
 
 from acode_dagster import failover
+from acode_dagster.defs.bronze.assets import bronze_assets
+from acode_dagster.defs.bronze.checks import bronze_key
 from acode_dagster.defs.redundancy.state import (
     event_observation,
     load_state,
-    recent_route_events,
     save_state,
 )
+from acode_dagster.defs.resources import build_resources
+from acode_dagster.demo.loader import load_days
 from acode_dagster.failover import Health, Observation, Policy, RouteState
 from acode_dagster.routing import Route
+from acode_dagster.settings import Settings
+from acode_dagster.tables import PRODUCTS
 
 SERVER = "postgresql://postgres@127.0.0.1:5432"
-DAGSTER_SERVER = SERVER.replace("postgresql://", "postgresql+psycopg2://")
+DAY = date(2026, 8, 25)
+
+
+DEPLOYED = Path(__file__).resolve().parents[2] / "deploy" / "dagster.yaml"
 
 
 @pytest.fixture
-def postgres_home(tmp_path: Path) -> Iterator[Path]:
-    """A Dagster home whose runs, events and key-value store live in a fresh Postgres database."""
+def postgres_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A Dagster home with the production ``dagster.yaml``, on a fresh Postgres database."""
     name = f"acode_test_{uuid.uuid4().hex[:10]}"
     admin = psycopg2.connect(f"{SERVER}/postgres")
     admin.autocommit = True
@@ -39,11 +50,17 @@ def postgres_home(tmp_path: Path) -> Iterator[Path]:
         cursor.execute(f"CREATE DATABASE {name}")
     home = tmp_path / "dagster"
     home.mkdir()
-    (home / "dagster.yaml").write_text(
-        # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; dagster-postgres ships psycopg2.
-        f"storage:\n  postgres:\n    postgres_url: {DAGSTER_SERVER}/{name}\n"
-        "telemetry:\n  enabled: false\n"
-    )
+    shutil.copy(DEPLOYED, home / "dagster.yaml")
+    for variable, value in {
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_PG_HOST": "127.0.0.1",
+        "DAGSTER_PG_PORT": "5432",
+        "DAGSTER_PG_DB": name,
+        "DAGSTER_PG_USERNAME": "postgres",
+        "DAGSTER_PG_PASSWORD": "",
+        "ACODE_MAX_CONCURRENT_RUNS": "2",
+    }.items():
+        monkeypatch.setenv(variable, value)
     try:
         yield home
     finally:
@@ -52,14 +69,25 @@ def postgres_home(tmp_path: Path) -> Iterator[Path]:
         admin.close()
 
 
-def test_the_route_and_its_history_survive_a_restart_on_postgres(postgres_home: Path) -> None:
+def test_a_run_the_route_and_its_history_survive_a_restart_on_postgres(
+    postgres_home: Path, env: dict[str, str], mariadb_pair: Any
+) -> None:
+    load_days(mariadb_pair.endpoint("primary", admin=True), [DAY], rows={PRODUCTS.name: 200})
     now = datetime.now(UTC)
     down = Observation(
         source=Health(primary=False, backup=True, primary_reason="MySQL unreachable"),
         bucket=Health(primary=True, backup=True),
     )
-    with dg.DagsterInstance.from_config(str(postgres_home)) as instance:
+    with dg.DagsterInstance.get() as instance:
         assert "Postgres" in type(instance.run_storage).__name__
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        landed = dg.materialize(
+            [next(a for a in bronze_assets if bronze_key(PRODUCTS) in a.keys)],
+            partition_key=str(DAY),
+            resources=build_resources(Settings.from_env()),
+            instance=instance,
+        )
+        assert landed.success
         state: RouteState = load_state(instance)
         events = []
         for _ in range(2):
@@ -76,6 +104,7 @@ def test_the_route_and_its_history_survive_a_restart_on_postgres(postgres_home: 
         "with dg.DagsterInstance.get() as i:\n"
         "    print(load_state(i).to_json())\n"
         "    print(';'.join(e.kind for e in recent_route_events(i)))\n"
+        "    print(';'.join(r.dagster_run.run_id for r in i.get_run_records()))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", script],
@@ -86,5 +115,4 @@ def test_the_route_and_its_history_survive_a_restart_on_postgres(postgres_home: 
     ).stdout.splitlines()
     assert RouteState.from_json(out[0]) == state
     assert out[1] == "failover"
-    with dg.DagsterInstance.from_config(str(postgres_home)) as instance:
-        assert [e.kind for e in recent_route_events(instance)] == ["failover"]
+    assert out[2] == landed.run_id
