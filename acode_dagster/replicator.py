@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 ProgressLog = Callable[[str], None]
 
 BATCH_ROWS = 65_536
+MAX_FILE_BYTES = 512 * 1024 * 1024
 ROW_GROUP_ROWS = 262_144
 """Rows per Parquet row group. The writer holds one row group in memory before it writes it
 (about 0.45 KB a row for the fiscal table), so this bounds a sync's memory: 262,144 rows keep it
@@ -110,7 +111,7 @@ class PartitionWriter:
         staging: Staging,
         *,
         row_group_rows: int = ROW_GROUP_ROWS,
-        max_file_bytes: int = 512 * 1024 * 1024,
+        max_file_bytes: int = MAX_FILE_BYTES,
     ):
         self.table = table
         self.staging = staging
@@ -176,6 +177,39 @@ class PartitionWriter:
         return self.files
 
 
+def publish_batches(
+    table: Table,
+    day: date,
+    store: BronzeStore,
+    batches: Iterable[pa.RecordBatch],
+    *,
+    source: str,
+    replicator: str,
+    row_group_rows: int = ROW_GROUP_ROWS,
+    max_file_bytes: int = MAX_FILE_BYTES,
+) -> Manifest:
+    """Write ``batches`` (already in the table's schema) as partition ``day``'s new version and
+    publish it, all or nothing. The staging place exists before the first batch is pulled, so a
+    missing bucket fails before a single source row is read."""
+    with store.staging(table, day) as staging:
+        writer = PartitionWriter(
+            table, staging, row_group_rows=row_group_rows, max_file_bytes=max_file_bytes
+        )
+        for batch in batches:
+            writer.write(batch)
+        files = writer.close()
+        manifest = Manifest(
+            table=table.name,
+            partition=f"{day:%Y-%m-%d}",
+            rows=sum(f.rows for f in files),
+            files=tuple(files),
+            source=source,
+            replicator=replicator,
+        )
+        staging.publish(manifest)
+    return manifest
+
+
 def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     """Cast a reader batch to the table's exact types; refuse anything that would lose data.
 
@@ -225,7 +259,7 @@ class EmbeddedReplicator:
 
     batch_rows: int = BATCH_ROWS
     row_group_rows: int = ROW_GROUP_ROWS
-    max_file_bytes: int = 512 * 1024 * 1024
+    max_file_bytes: int = MAX_FILE_BYTES
     progress_every_s: float = 10.0
     log: ProgressLog = log.info
     name: str = "embedded"
@@ -240,33 +274,27 @@ class EmbeddedReplicator:
             f"{table.name} {day:%Y-%m-%d}: reading from {source.display} "
             f"into {store.partition_url(table, day)}"
         )
-        with store.staging(table, day) as staging:
-            writer = PartitionWriter(
-                table,
-                staging,
-                row_group_rows=self.row_group_rows,
-                max_file_bytes=self.max_file_bytes,
-            )
-            batches = stream_batches(source, table.select_sql(day), self.batch_rows)
-            for batch in self._with_progress(batches, table, day, started):
-                writer.write(conform(batch, table.arrow_schema))
-            files = writer.close()
-            manifest = Manifest(
-                table=table.name,
-                partition=f"{day:%Y-%m-%d}",
-                rows=sum(f.rows for f in files),
-                files=tuple(files),
-                source=source.display,
-                replicator=self.name,
-            )
-            staging.publish(manifest)
+        batches = stream_batches(source, table.select_sql(day), self.batch_rows)
+        manifest = publish_batches(
+            table,
+            day,
+            store,
+            (
+                conform(batch, table.arrow_schema)
+                for batch in self._with_progress(batches, table, day, started)
+            ),
+            source=source.display,
+            replicator=self.name,
+            row_group_rows=self.row_group_rows,
+            max_file_bytes=self.max_file_bytes,
+        )
         seconds = time.monotonic() - started
         result = SyncResult(
             table=table.name,
             partition=manifest.partition,
             rows=manifest.rows,
             bytes=manifest.bytes,
-            files=len(files),
+            files=len(manifest.files),
             seconds=seconds,
             source=source.display,
             bronze_url=store.partition_url(table, day),

@@ -19,7 +19,7 @@ from acode_dagster.bronze import (
     partition_prefix,
 )
 from acode_dagster.errors import BronzeError, ConfigError
-from acode_dagster.replicator import PartitionWriter
+from acode_dagster.replicator import PartitionWriter, publish_batches
 from acode_dagster.tables import NFE_COMPLEMENTS as TABLE
 
 DAY = date(2026, 11, 20)
@@ -43,21 +43,16 @@ def batch(first_id: int, rows: int, note: str) -> pa.RecordBatch:
 
 
 def publish(store: BronzeStore, batches: list[pa.RecordBatch], max_file_bytes: int) -> Manifest:
-    with store.staging(TABLE, DAY) as staging:
-        writer = PartitionWriter(TABLE, staging, row_group_rows=1000, max_file_bytes=max_file_bytes)
-        for b in batches:
-            writer.write(b)
-        files = writer.close()
-        manifest = Manifest(
-            TABLE.name,
-            DAY.isoformat(),
-            sum(f.rows for f in files),
-            tuple(files),
-            "mysql://t@h:1/db",
-            "test",
-        )
-        staging.publish(manifest)
-    return manifest
+    return publish_batches(
+        TABLE,
+        DAY,
+        store,
+        batches,
+        source="mysql://t@h:1/db",
+        replicator="test",
+        row_group_rows=1000,
+        max_file_bytes=max_file_bytes,
+    )
 
 
 def test_layout_is_fixed() -> None:

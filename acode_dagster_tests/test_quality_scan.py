@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from acode_dagster.bronze import LocalStore, Manifest, ManifestFile
 from acode_dagster.demo.generator import Anomalies, generate_rows
 from acode_dagster.quality import PartitionStats, null_share, schema, unique_key, volume
-from acode_dagster.replicator import PartitionWriter
+from acode_dagster.replicator import publish_batches
 from acode_dagster.tables import FISCAL_LINES, NFE_COMPLEMENTS, PRODUCTS, TABLES, Table
 
 DAY = date(2026, 11, 20)
@@ -72,23 +72,16 @@ def publish(
     row_group_rows: int = ROW_GROUP_ROWS,
     max_file_bytes: int = MAX_FILE_BYTES,
 ) -> Manifest:
-    with store.staging(table, day) as staging:
-        writer = PartitionWriter(
-            table, staging, row_group_rows=row_group_rows, max_file_bytes=max_file_bytes
-        )
-        for batch in parts:
-            writer.write(batch)
-        files = writer.close()
-        manifest = Manifest(
-            table.name,
-            day.isoformat(),
-            sum(f.rows for f in files),
-            tuple(files),
-            "mysql://test@nowhere:3306/acode",
-            "test",
-        )
-        staging.publish(manifest)
-    return manifest
+    return publish_batches(
+        table,
+        day,
+        store,
+        parts,
+        source="mysql://test@nowhere:3306/acode",
+        replicator="test",
+        row_group_rows=row_group_rows,
+        max_file_bytes=max_file_bytes,
+    )
 
 
 @dataclass(frozen=True)

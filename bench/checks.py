@@ -45,7 +45,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from acode_dagster.bronze import LocalStore, Manifest  # noqa: E402
-from acode_dagster.replicator import EmbeddedReplicator, PartitionWriter  # noqa: E402
+from acode_dagster.replicator import EmbeddedReplicator, publish_batches  # noqa: E402
 from acode_dagster.tables import FISCAL_LINES  # noqa: E402
 
 TABLE = FISCAL_LINES
@@ -188,31 +188,22 @@ def ensure_partition(store: LocalStore, day: date, rows: int, row_group_rows: in
         return manifest
     started = time.perf_counter()
     source = FiscalBatches(day, rows)
-    with store.staging(TABLE, day) as staging:
-        writer = PartitionWriter(
-            TABLE,
-            staging,
-            row_group_rows=row_group_rows,
-            max_file_bytes=EmbeddedReplicator.max_file_bytes,
-        )
-        # Batch by batch: memory stays at a batch and a row group whatever the size. The writer
-        # flushes whole batches, so a batch is never larger than the row group wanted.
-        batch_rows = min(BATCH_ROWS, row_group_rows)
-        for start in range(0, rows, batch_rows):
-            writer.write(source.batch(min(batch_rows, rows - start)))
-        files = writer.close()
-        manifest = Manifest(
-            table=TABLE.name,
-            partition=day.isoformat(),
-            rows=sum(f.rows for f in files),
-            files=tuple(files),
-            source="bench/checks.py (generated)",
-            replicator=made_by,
-        )
-        staging.publish(manifest)
+    # Batch by batch: memory stays at a batch and a row group whatever the size. The writer
+    # flushes whole batches, so a batch is never larger than the row group wanted.
+    batch_rows = min(BATCH_ROWS, row_group_rows)
+    manifest = publish_batches(
+        TABLE,
+        day,
+        store,
+        (source.batch(min(batch_rows, rows - start)) for start in range(0, rows, batch_rows)),
+        source="bench/checks.py (generated)",
+        replicator=made_by,
+        row_group_rows=row_group_rows,
+        max_file_bytes=EmbeddedReplicator.max_file_bytes,
+    )
     print(
         f"wrote {rows:,} rows for {day} in {time.perf_counter() - started:.1f} s "
-        f"({manifest.bytes / 1e6:.1f} MB, {len(files)} file(s))",
+        f"({manifest.bytes / 1e6:.1f} MB, {len(manifest.files)} file(s))",
         flush=True,
     )
     return manifest
