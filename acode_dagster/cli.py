@@ -208,6 +208,103 @@ def cmd_route(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
+    """Submit a backfill of days to the daemon (the same record the UI's "Launch backfill"
+    makes), or follow one until the daemon has finished it."""
+    from acode_dagster.runs import SOURCE_POOL, backfill_days, ensure_dagster_home
+    from acode_dagster.tables import parse_partition_key
+
+    if args.follow:
+        if args.start or args.end or args.tables or args.wait:
+            raise ConfigError(
+                "--follow ID watches a backfill that exists: give it alone, e.g. "
+                "`acode backfill --follow abcdefgh`"
+            )
+        ensure_dagster_home(settings)
+        return _follow(args.follow, f"{settings.ui_url}/runs/b/{args.follow}")
+    if not (args.start and args.end):
+        raise ConfigError(
+            "backfill needs the first and the last day, e.g. `acode backfill 2026-11-01 "
+            "2026-11-20`, or --follow ID"
+        )
+    try:
+        start, end = parse_partition_key(args.start), parse_partition_key(args.end)
+    except ValueError as exc:
+        raise ConfigError(f"{exc} (acode backfill START END)") from None
+    home = ensure_dagster_home(settings)
+    by = os.environ.get("USER") or "operator"
+    done = backfill_days(start, end, args.tables or (), ui_url=settings.ui_url, by=by)
+    print(
+        f"backfill {done.backfill_id}: {len(done.partitions)} day(s), {start} to {end}, of "
+        f"{', '.join(done.tables)} (one run per day)\n  in the UI: {done.url}"
+    )
+    bound = done.bound
+    if bound.limit is None:
+        print(
+            f"acode: warning: this instance sets no limit on the pool {SOURCE_POOL}, so nothing "
+            "bounds the syncs; add `concurrency: pools: default_limit: N` to "
+            f"{home / 'dagster.yaml'} or set the pool's limit in the UI (Deployment > Concurrency)",
+            file=sys.stderr,
+        )
+    else:
+        print(f"  at most {bound.limit} sync(s) at once: pool {SOURCE_POOL}, {bound.where}")
+        if bound.limit != settings.source_concurrency:
+            print(
+                f"  (not ACODE_SOURCE_CONCURRENCY={settings.source_concurrency}: the instance's "
+                "own limit is what holds)"
+            )
+    if not done.daemon_seen:
+        print(
+            "  no Dagster daemon has reported on this instance lately: the backfill starts when "
+            f"one runs (`make dev`, or `dagster-daemon run -w workspace.yaml` with DAGSTER_HOME="
+            f"{home})"
+        )
+    if not args.wait:
+        print(f"  follow it there, or here with `acode backfill --follow {done.backfill_id}`")
+        return 0
+    return _follow(done.backfill_id, done.url)
+
+
+def _follow(backfill_id: str, url: str) -> int:
+    """Poll until the daemon marks the backfill finished, then print each partition's outcome;
+    1 unless every partition materialized."""
+    from acode_dagster.runs import BackfillProgress, follow_backfill
+
+    last_line = ""
+
+    def report(progress: BackfillProgress) -> None:
+        nonlocal last_line
+        landed = sum(o.outcome == "materialized" for o in progress.outcomes)
+        runs = ", ".join(f"{n} {status.lower()}" for status, n in sorted(progress.runs.items()))
+        line = (
+            f"{progress.status}: {landed} of {len(progress.outcomes)} partitions materialized; "
+            f"runs: {runs or 'none yet'}"
+        )
+        if line != last_line:
+            print(f"  {time.strftime('%H:%M:%S')}  {line}", flush=True)
+            last_line = line
+
+    try:
+        result = follow_backfill(backfill_id, report)
+    except KeyboardInterrupt:
+        print(f"\nstopped following; the backfill goes on: {url}")
+        return 130
+    _print_table(
+        [
+            {
+                "day": o.partition,
+                "table": o.table,
+                "outcome": o.outcome,
+                "run": (o.run_id or "-")[:8],
+                "run status": o.run_status or "-",
+            }
+            for o in result.outcomes
+        ]
+    )
+    print(f"backfill {result.backfill_id} {result.status}: {url}")
+    return 0 if result.succeeded else 1
+
+
 DRIFT_COLUMN = "Canal_Venda"
 
 
@@ -336,6 +433,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--part", choices=["both", "source", "bucket"], default="both", help="default: both"
     )
     route.set_defaults(func=cmd_route)
+    backfill = sub.add_parser(
+        "backfill",
+        help="backfill the days START..END of the bronze tables through the Dagster daemon, at "
+        "the bounded concurrency",
+        description="`acode backfill 2026-11-01 2026-11-20` submits a Dagster asset backfill of "
+        "those days (both included) to the instance of DAGSTER_HOME: it is on the UI's Backfills "
+        "page, the daemon runs it one run per day, and its syncs wait for the pool acode_source "
+        "(ACODE_SOURCE_CONCURRENCY) like every other sync. Days already landed are synced again. "
+        "--wait, or `acode backfill --follow ID` later, follows it here until the daemon is done.",
+    )
+    backfill.add_argument("start", nargs="?", help="first day, YYYY-MM-DD")
+    backfill.add_argument("end", nargs="?", help="last day, YYYY-MM-DD (a day that is over)")
+    backfill.add_argument(
+        "--table",
+        dest="tables",
+        action="append",
+        metavar="NAME",
+        help="only this table (repeatable; default: the three)",
+    )
+    backfill.add_argument(
+        "--wait",
+        action="store_true",
+        help="follow it until done and print each partition's outcome",
+    )
+    backfill.add_argument(
+        "--follow", metavar="ID", help="follow an existing backfill (from here or the UI) instead"
+    )
+    backfill.set_defaults(func=cmd_backfill)
     return parser
 
 

@@ -187,7 +187,7 @@ def probe_mysql(
             _close(conn)
         return Verdict(True, OK)
 
-    return _run(f"mysql_{role}", check, settings, endpoint.secrets(), where=endpoint.display)
+    return run_check(f"mysql_{role}", check, settings, endpoint.secrets(), where=endpoint.display)
 
 
 def probe_replica(
@@ -204,7 +204,7 @@ def probe_replica(
             _close(conn)
         return judge_replica(status, settings, endpoint.secrets())
 
-    return _run(f"mysql_{BACKUP}", check, settings, endpoint.secrets(), where=endpoint.display)
+    return run_check(f"mysql_{BACKUP}", check, settings, endpoint.secrets(), where=endpoint.display)
 
 
 def _connect(
@@ -441,7 +441,7 @@ def probe_bucket(
 
     # botocore does not echo keys in its errors; scrubbing them anyway costs nothing.
     secrets = [os.environ.get(k, "") for k in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")]
-    return _run(f"bucket_{role}", check, settings, secrets, where=store.url)
+    return run_check(f"bucket_{role}", check, settings, secrets, where=store.url)
 
 
 # ---------------------------------------------------------------------- all four
@@ -478,7 +478,7 @@ def probe_all(
 # ---------------------------------------------------------------------- running a check
 
 
-def _run(
+def run_check(
     target: str,
     check: Callable[[], Verdict],
     settings: ProbeSettings,

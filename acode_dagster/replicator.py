@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,6 +49,8 @@ class SyncResult:
     source: str
     bronze_url: str
     manifest: Manifest
+    extra: Mapping[str, int | float | str] = field(default_factory=dict)
+    """What only one replicator knows (Airbyte's job id, records and bytes), for metadata."""
 
     @property
     def rows_per_second(self) -> float:

@@ -6,7 +6,8 @@ ones the UI and the daemon see.
 """
 
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -19,13 +20,63 @@ from acode_dagster.settings import Settings
 ALERT_CURSOR_KEY = "acode/cli_alert_cursor"
 
 
+SOURCE_POOL = "acode_source"
+"""The Dagster concurrency pool of every step that reads the ACODE source (the bronze assets)."""
+
+MANAGED_MARK = "# Managed by acode"
+LEGACY_DAGSTER_YAML = "telemetry:\n  enabled: false\n"
+"""What ``ensure_dagster_home`` wrote before it managed the pool limit: also ours to update."""
+
+
+def local_instance_yaml(settings: Settings) -> str:
+    """The embedded default's ``dagster.yaml``, from the settings.
+
+    The limit is written in, not referenced with ``env:``: Dagster's schema takes a plain ``int``
+    for ``concurrency.pools.default_limit`` (``get_concurrency_config`` in
+    dagster/_core/instance/config.py) and refuses ``{env: ...}`` there.
+    """
+    return f"""{MANAGED_MARK} (acode_dagster/runs.py, ensure_dagster_home): every acode command
+# rewrites this file from the environment. Delete this first line to make the file yours;
+# acode then leaves it as it is.
+telemetry:
+  enabled: false
+concurrency:
+  pools:
+    # ACODE_SOURCE_CONCURRENCY. Every bronze sync is a step in the pool {SOURCE_POOL}, so at most
+    # this many read the source at once, whether the schedule, a backfill, the catch-up or the
+    # command line launched them. It is the limit of any pool that has none set in the UI
+    # (Deployment > Concurrency), which takes precedence; {SOURCE_POOL} is the only pool.
+    default_limit: {settings.source_concurrency}
+    # Per step, in every executor, not per run: a run holds a slot only while a sync runs, and
+    # the run queue keeps runs whose syncs would all wait queued rather than started.
+    granularity: op
+run_monitoring:
+  enabled: true
+  # A run worker that died holding a slot would keep it for ever; free it a minute after its
+  # run is marked finished.
+  free_slots_after_run_end_seconds: 60
+"""
+
+
 def ensure_dagster_home(settings: Settings) -> Path:
-    """A persistent Dagster home, so runs started here are in the UI afterwards."""
+    """A persistent Dagster home, so runs started here are in the UI afterwards.
+
+    Its ``dagster.yaml`` is written when missing, and rewritten when the settings changed if acode
+    wrote it (it starts with ``MANAGED_MARK``, or is the file older versions wrote). Any other
+    file is the user's (the production one, for instance) and is never touched.
+    """
     home = Path(os.environ.get("DAGSTER_HOME") or settings.dagster_home)
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text("telemetry:\n  enabled: false\n")
+    wanted = local_instance_yaml(settings)
+    current = config.read_text() if config.exists() else None
+    if current is None or (
+        current != wanted and (current.startswith(MANAGED_MARK) or current == LEGACY_DAGSTER_YAML)
+    ):
+        # Whole or not at all: a webserver or run worker starting now reads one or the other.
+        partial = config.with_name(f".dagster.yaml.{os.getpid()}.tmp")
+        partial.write_text(wanted)
+        partial.replace(config)
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
@@ -152,9 +203,9 @@ def check_health() -> dict[str, Any]:
     from acode_dagster.defs.redundancy.sensors import run_probes
 
     resources = _resources()
-    wanted = {k: resources[k] for k in ("acode_sources", "bronze", "redundancy")}
+    wanted = {k: resources[k] for k in ("acode_sources", "bronze", "redundancy", "replicator")}
     with dg.build_resources(wanted) as ready:
-        return run_probes(ready.acode_sources, ready.bronze, ready.redundancy)
+        return run_probes(ready.acode_sources, ready.bronze, ready.redundancy, ready.replicator)
 
 
 @dataclass(frozen=True)
@@ -239,3 +290,255 @@ def change_pin(role: str | None, reason: str, parts: Sequence[str], by: str) -> 
         for event in events:
             instance.report_runless_asset_event(event_observation(event))
     return events
+
+
+# ------------------------------------------------------------------------------- backfills
+
+BACKFILL_DONE = frozenset(
+    {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
+)
+"""Backfill statuses after which nothing more of it runs."""
+
+
+@dataclass(frozen=True)
+class PoolBound:
+    limit: int | None
+    """Steps of ``SOURCE_POOL`` at once; None when the instance sets no limit at all."""
+    where: str
+    granularity: str
+
+
+@dataclass(frozen=True)
+class SubmittedBackfill:
+    backfill_id: str
+    partitions: list[str]
+    tables: list[str]
+    url: str
+    bound: PoolBound
+    daemon_seen: bool
+    """Whether a backfill daemon reported lately; without one the backfill waits."""
+
+
+@dataclass(frozen=True)
+class PartitionOutcome:
+    partition: str
+    table: str
+    outcome: str
+    """materialized, failed, running, queued or not run."""
+    run_id: str | None
+    run_status: str | None
+
+
+@dataclass(frozen=True)
+class BackfillProgress:
+    backfill_id: str
+    status: str
+    """The backfill's status as the daemon records it: REQUESTED until it has finished."""
+    runs: dict[str, int]
+    """Run status -> how many of the backfill's runs are in it."""
+    outcomes: list[PartitionOutcome]
+
+    @property
+    def done(self) -> bool:
+        return self.status in BACKFILL_DONE
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status in {"COMPLETED", "COMPLETED_SUCCESS"} and all(
+            o.outcome == "materialized" for o in self.outcomes
+        )
+
+
+def source_pool_bound(instance: dg.DagsterInstance) -> PoolBound:
+    """The limit the instance puts on ``SOURCE_POOL``, resolved as a run worker resolves it.
+
+    A limit set on the pool itself (UI: Deployment > Concurrency) wins; otherwise the instance's
+    ``concurrency.pools.default_limit`` (see ``InstanceConcurrencyContext.claim`` in
+    dagster/_core/execution/plan/instance_concurrency_context.py).
+    """
+    pool_config = instance.get_concurrency_config().pool_config
+    granularity = pool_config.pool_granularity.value if pool_config.pool_granularity else "op"
+    storage = instance.event_log_storage
+    if storage.supports_global_concurrency_limits:
+        for pool in storage.get_pool_limits():
+            if pool.name == SOURCE_POOL and not pool.from_default:
+                return PoolBound(pool.limit, "set on the pool in the UI", granularity)
+    limit = pool_config.default_pool_limit
+    where = "concurrency.pools.default_limit in $DAGSTER_HOME/dagster.yaml"
+    return PoolBound(limit, where if limit is not None else "no limit anywhere", granularity)
+
+
+def _backfill_daemon_seen(instance: dg.DagsterInstance, within_s: float = 120.0) -> bool:
+    """Whether a backfill daemon has reported lately (daemons beat every 30 s)."""
+    beat = instance.get_daemon_heartbeats().get("BACKFILL")
+    return beat is not None and time.time() - beat.timestamp < within_s
+
+
+def backfill_days(
+    start: date,
+    end: date,
+    table_names: Sequence[str] = (),
+    *,
+    ui_url: str,
+    by: str = "operator",
+    run_config: dict[str, Any] | None = None,
+) -> SubmittedBackfill:
+    """Submit a Dagster asset backfill of the days [start, end] of the chosen bronze tables.
+
+    The backfill is recorded in the instance of ``DAGSTER_HOME``, exactly as the UI's "Launch
+    backfill" records one, so it is on the UI's Backfills page and the backfill daemon runs it:
+    one run per day, its syncs bounded by ``SOURCE_POOL`` like every other sync. Every day of
+    the range is requested, whether it already landed or not. ``run_config`` is given to every
+    run (the UI's backfill dialog offers the same), e.g. to choose the executor.
+    """
+    # Dagster has no public Python call that submits an asset backfill: the UI goes through
+    # GraphQL's launchPartitionBackfill, which needs a running webserver. Its resolver
+    # (dagster_graphql/implementation/execution/backfill.py, create_and_launch_partition_backfill)
+    # makes the record with PartitionBackfill.from_asset_partitions and stores it with
+    # instance.add_backfill; we make the same two calls, with the same arguments, so the daemon
+    # and the UI cannot tell the difference. They are confined to this function.
+    from dagster._core.execution.backfill import PartitionBackfill
+    from dagster._core.storage.tags import USER_TAG
+    from dagster._core.utils import make_new_backfill_id
+
+    from acode_dagster.defs.bronze.checks import bronze_key
+    from acode_dagster.errors import ConfigError
+    from acode_dagster.tables import SOURCE_TIMEZONE, TABLES, get_table
+
+    try:
+        tables = [get_table(name) for name in dict.fromkeys(table_names)] or list(TABLES)
+    except ValueError as exc:
+        raise ConfigError(f"{exc}; name them with --table, or omit it for all") from None
+    if end < start:
+        raise ConfigError(
+            f"END {end} is before START {start}: give the first day first, e.g. "
+            f"`acode backfill {end} {start}`"
+        )
+    asset_graph = current_definitions().resolve_asset_graph()
+    keys = [bronze_key(table) for table in tables]
+    partitions_def = asset_graph.get(keys[0]).partitions_def
+    if partitions_def is None:  # pragma: no cover - the bronze assets are all partitioned
+        raise ConfigError(f"{keys[0].to_user_string()} is not partitioned")
+    first = partitions_def.get_first_partition_key()
+    last = partitions_def.get_last_partition_key()
+    if first is not None and start < date.fromisoformat(first):
+        raise ConfigError(
+            f"START {start} is before the first partition, {first} (ACODE_PARTITIONS_START): "
+            f"start on {first} or later"
+        )
+    if last is None or end > date.fromisoformat(last):
+        latest = f"the latest complete day is {last}" if last else "no day is complete yet"
+        raise ConfigError(
+            f"END {end} is not over yet in {SOURCE_TIMEZONE.key}, so it has no partition to "
+            f"sync: {latest}; end on it or before"
+        )
+    partitions = list(
+        partitions_def.get_partition_keys_in_range(dg.PartitionKeyRange(str(start), str(end)))
+    )
+    backfill_id = make_new_backfill_id()
+    with dg.DagsterInstance.get() as instance:
+        backfill = PartitionBackfill.from_asset_partitions(
+            backfill_id=backfill_id,
+            asset_graph=asset_graph,
+            partition_names=partitions,
+            asset_selection=keys,
+            backfill_timestamp=time.time(),
+            tags={USER_TAG: by, "acode/launched_by": "acode backfill"},
+            dynamic_partitions_store=instance,
+            all_partitions=False,
+            title=f"acode backfill {start}..{end}",
+            description=(
+                f"{len(partitions)} day(s) of {', '.join(t.name for t in tables)}, "
+                f"submitted by {by} from the command line"
+            ),
+            run_config=run_config,
+        )
+        instance.add_backfill(backfill)
+        bound = source_pool_bound(instance)
+        seen = _backfill_daemon_seen(instance)
+    return SubmittedBackfill(
+        backfill_id=backfill_id,
+        partitions=partitions,
+        tables=[t.name for t in tables],
+        url=f"{ui_url}/runs/b/{backfill_id}",
+        bound=bound,
+        daemon_seen=seen,
+    )
+
+
+def _backfill_progress(
+    instance: dg.DagsterInstance, asset_graph: Any, backfill_id: str
+) -> BackfillProgress:
+    from dagster._core.storage.tags import BACKFILL_ID_TAG, PARTITION_NAME_TAG
+
+    from acode_dagster.errors import ConfigError
+
+    backfill = instance.get_backfill(backfill_id)
+    if backfill is None or not backfill.is_asset_backfill:
+        raise ConfigError(
+            f"no asset backfill {backfill_id!r} in the Dagster instance at "
+            f"DAGSTER_HOME={os.environ.get('DAGSTER_HOME')}"
+        )
+    data = backfill.get_asset_backfill_data(asset_graph)
+    runs: dict[str, int] = {}
+    latest: dict[tuple[dg.AssetKey, str | None], dg.DagsterRun] = {}
+    # Newest first, so a retried partition shows its last run.
+    for record in instance.get_run_records(dg.RunsFilter(tags={BACKFILL_ID_TAG: backfill_id})):
+        launched = record.dagster_run
+        runs[launched.status.value] = runs.get(launched.status.value, 0) + 1
+        for key in launched.asset_selection or ():
+            latest.setdefault((key, launched.tags.get(PARTITION_NAME_TAG)), launched)
+    outcomes = []
+    done = backfill.status.value in BACKFILL_DONE
+    for target in data.target_subset.iterate_asset_partitions():
+        run = latest.get((target.asset_key, target.partition_key))
+        status = run.status if run else None
+        if target in data.materialized_subset or status == dg.DagsterRunStatus.SUCCESS:
+            outcome = "materialized"
+        elif target in data.failed_and_downstream_subset or (run and run.is_failure_or_canceled):
+            outcome = "failed"
+        elif status in (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED):
+            outcome = "queued"
+        elif run is not None and not run.is_finished:
+            outcome = "running"
+        else:
+            outcome = "not run" if done else "not started"
+        outcomes.append(
+            PartitionOutcome(
+                partition=target.partition_key or "",
+                table=target.asset_key.path[-1],
+                outcome=outcome,
+                run_id=run.run_id if run else None,
+                run_status=status.value if status else None,
+            )
+        )
+    outcomes.sort(key=lambda o: (o.partition, o.table))
+    return BackfillProgress(backfill_id, backfill.status.value, runs, outcomes)
+
+
+def follow_backfill(
+    backfill_id: str,
+    report: Callable[[BackfillProgress], None],
+    *,
+    poll_s: float = 2.0,
+    timeout_s: float | None = None,
+) -> BackfillProgress:
+    """Poll the backfill until the daemon marks it finished; ``report`` sees every poll.
+
+    Without a daemon nothing happens to it, so past ``timeout_s`` (if given) this gives up with
+    ``TimeoutError``; the backfill itself goes on.
+    """
+    asset_graph = current_definitions().resolve_asset_graph()
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    with dg.DagsterInstance.get() as instance:
+        while True:
+            progress = _backfill_progress(instance, asset_graph, backfill_id)
+            report(progress)
+            if progress.done:
+                return progress
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"backfill {backfill_id} still {progress.status} after {timeout_s:.0f} s "
+                    f"(runs: {progress.runs or 'none yet'})"
+                )
+            time.sleep(poll_s)

@@ -16,11 +16,13 @@ from pathlib import Path
 from acode_dagster.errors import ConfigError
 
 DEFAULT_PARTITIONS_START = "2025-01-01"
-REPLICATORS = ("embedded",)
+REPLICATORS = ("embedded", "airbyte")
+STAGING_FOLDER = "_airbyte_staging"
 DEFAULT_SLACK_CHANNEL = "#data-engineering-alerts"
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_PAGERDUTY_URL = "https://events.pagerduty.com"
 DEFAULT_UI_URL = "http://127.0.0.1:3000"
+DEFAULT_SOURCE_CONCURRENCY = 2
 
 
 @dataclass(frozen=True)
@@ -55,9 +57,18 @@ SETTINGS: tuple[Setting, ...] = (
         "ACODE_BRONZE_URL", "$ACODE_HOME/bronze", "bronze root: a folder or s3://bucket[/prefix]"
     ),
     Setting("ACODE_BRONZE_BACKUP_URL", "$ACODE_HOME/bronze-backup", "backup bronze root"),
-    Setting("ACODE_REPLICATOR", "embedded", "which replicator moves the data: embedded"),
+    Setting(
+        "ACODE_REPLICATOR",
+        "embedded",
+        "which replicator moves the data: embedded, or airbyte (the routed Airbyte connection)",
+    ),
     Setting("ACODE_PARTITIONS_START", DEFAULT_PARTITIONS_START, "first daily partition"),
     Setting("ACODE_MAX_FILE_MB", "512", "a Parquet file is closed past this size"),
+    Setting(
+        "ACODE_SOURCE_CONCURRENCY",
+        str(DEFAULT_SOURCE_CONCURRENCY),
+        "syncs reading the source at once, however launched (Dagster pool acode_source)",
+    ),
     Setting(
         "SLACK_BOT_TOKEN",
         "",
@@ -84,6 +95,43 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ACODE_RETRY_BASE_S", "30", "first wait before retrying a sync that lost its server"),
     Setting("ACODE_RETRIES", "4", "retries of such a sync (waits double each time)"),
     Setting(
+        "AIRBYTE_REST_API_BASE_URL",
+        "",
+        "airbyte mode: Airbyte's public API, e.g. http://airbyte:8000/api/public/v1",
+    ),
+    Setting(
+        "AIRBYTE_CONFIGURATION_API_BASE_URL",
+        "",
+        "airbyte mode: Airbyte's configuration API, e.g. http://airbyte:8000/api/v1",
+    ),
+    Setting("AIRBYTE_WORKSPACE_ID", "", "airbyte mode: the workspace holding both connections"),
+    Setting("AIRBYTE_CLIENT_ID", "", "airbyte mode: OAuth client id (application)", secret=True),
+    Setting("AIRBYTE_CLIENT_SECRET", "", "airbyte mode: its client secret", secret=True),
+    Setting(
+        "ACODE_AIRBYTE_PRIMARY_CONNECTION_ID",
+        "",
+        "airbyte mode: connection reading the primary (connection_mysql_s3_acode)",
+    ),
+    Setting(
+        "ACODE_AIRBYTE_BACKUP_CONNECTION_ID",
+        "",
+        "airbyte mode: connection reading the backup (connection_mysql_s3_acode_backup)",
+    ),
+    Setting(
+        "ACODE_AIRBYTE_STAGING_URL",
+        f"$ACODE_BRONZE_URL/{STAGING_FOLDER}",
+        "airbyte mode: where the connections' S3 destination lands the raw Parquet",
+    ),
+    Setting(
+        "ACODE_AIRBYTE_TIMEOUT_S", "3600", "airbyte mode: a sync job running longer is cancelled"
+    ),
+    Setting("ACODE_AIRBYTE_POLL_S", "10", "airbyte mode: seconds between two polls of a job"),
+    Setting(
+        "ACODE_AIRBYTE_FAILURE_WINDOW_S",
+        "3600",
+        "airbyte mode: a failed job counts as a failed probe of its route for this long",
+    ),
+    Setting(
         "ACODE_DAGSTER_UI_URL",
         DEFAULT_UI_URL,
         "where people open the Dagster UI; alerts link to runs and assets there",
@@ -103,6 +151,7 @@ class Settings:
     replicator: str
     partitions_start: date
     max_file_mb: int
+    source_concurrency: int = DEFAULT_SOURCE_CONCURRENCY
     slack_token_set: bool = False
     slack_channel: str = DEFAULT_SLACK_CHANNEL
     slack_api_url: str = DEFAULT_SLACK_API_URL
@@ -119,6 +168,8 @@ class Settings:
     catchup_days: int = 7
     retry_base_s: float = 30.0
     retries: int = 4
+    airbyte: AirbyteSettings | None = None
+    """Set when ``ACODE_REPLICATOR=airbyte``."""
 
     @property
     def stack_home(self) -> Path:
@@ -151,17 +202,21 @@ class Settings:
             raise ConfigError(
                 f"ACODE_MAX_FILE_MB={max_file_text!r} must be a whole number of megabytes >= 1"
             )
+        bronze_url = env.get("ACODE_BRONZE_URL") or str(home / "bronze")
         return cls(
             home=home,
             primary_url_set=bool(env.get("ACODE_MYSQL_PRIMARY_URL")),
             backup_url_set=bool(env.get("ACODE_MYSQL_BACKUP_URL")),
             primary_password_set=bool(env.get("ACODE_PASS")),
             backup_password_set=bool(env.get("ACODE_BACKUP_PASS")),
-            bronze_url=env.get("ACODE_BRONZE_URL") or str(home / "bronze"),
+            bronze_url=bronze_url,
             bronze_backup_url=env.get("ACODE_BRONZE_BACKUP_URL") or str(home / "bronze-backup"),
             replicator=replicator,
             partitions_start=start,
             max_file_mb=int(max_file_text),
+            source_concurrency=_whole(
+                env, "ACODE_SOURCE_CONCURRENCY", DEFAULT_SOURCE_CONCURRENCY, minimum=1
+            ),
             slack_token_set=bool(env.get("SLACK_BOT_TOKEN")),
             slack_channel=env.get("ACODE_SLACK_CHANNEL") or DEFAULT_SLACK_CHANNEL,
             slack_api_url=_http_url(env, "ACODE_SLACK_API_URL", DEFAULT_SLACK_API_URL),
@@ -178,6 +233,80 @@ class Settings:
             catchup_days=int(_number(env, "ACODE_CATCHUP_DAYS", 7, minimum=0)),
             retry_base_s=_number(env, "ACODE_RETRY_BASE_S", 30, minimum=0),
             retries=int(_number(env, "ACODE_RETRIES", 4, minimum=0)),
+            airbyte=AirbyteSettings.from_env(env, bronze_url) if replicator == "airbyte" else None,
+        )
+
+
+_AIRBYTE_REQUIRED = {
+    "AIRBYTE_REST_API_BASE_URL": "Airbyte's public API, e.g. http://airbyte:8000/api/public/v1",
+    "AIRBYTE_CONFIGURATION_API_BASE_URL": "Airbyte's configuration API, e.g. "
+    "http://airbyte:8000/api/v1",
+    "AIRBYTE_WORKSPACE_ID": "the workspace id from the Airbyte UI's address bar "
+    "(/workspaces/<id>/...)",
+    "ACODE_AIRBYTE_PRIMARY_CONNECTION_ID": "the id of connection_mysql_s3_acode "
+    "(its page's address: /connections/<id>)",
+    "ACODE_AIRBYTE_BACKUP_CONNECTION_ID": "the id of connection_mysql_s3_acode_backup",
+}
+
+
+@dataclass(frozen=True)
+class AirbyteSettings:
+    """The Airbyte route's settings; the client id and secret are only known to be set."""
+
+    rest_api_base_url: str
+    configuration_api_base_url: str
+    workspace_id: str
+    credentials_set: bool
+    primary_connection_id: str
+    backup_connection_id: str
+    staging_url: str
+    timeout_s: float = 3600.0
+    poll_s: float = 10.0
+    failure_window_s: float = 3600.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], bronze_url: str) -> AirbyteSettings:
+        values = {name: (env.get(name) or "").strip() for name in _AIRBYTE_REQUIRED}
+        missing = [name for name, value in values.items() if not value]
+        if missing:
+            raise ConfigError(
+                "ACODE_REPLICATOR=airbyte needs "
+                + "; ".join(f"{name} ({_AIRBYTE_REQUIRED[name]})" for name in missing)
+                + ". Set them, or set ACODE_REPLICATOR=embedded"
+            )
+        for name in ("AIRBYTE_REST_API_BASE_URL", "AIRBYTE_CONFIGURATION_API_BASE_URL"):
+            _http_url(env, name, _AIRBYTE_REQUIRED[name].rsplit(" ", 1)[-1])
+        has_id, has_secret = (
+            bool(env.get("AIRBYTE_CLIENT_ID")),
+            bool(env.get("AIRBYTE_CLIENT_SECRET")),
+        )
+        if has_id != has_secret:
+            absent = "AIRBYTE_CLIENT_SECRET" if has_id else "AIRBYTE_CLIENT_ID"
+            raise ConfigError(
+                f"{absent} is not set although its pair is: set both AIRBYTE_CLIENT_ID and "
+                "AIRBYTE_CLIENT_SECRET (an Airbyte application's credentials), or neither for an "
+                "Airbyte without authentication"
+            )
+        if (
+            values["ACODE_AIRBYTE_PRIMARY_CONNECTION_ID"]
+            == values["ACODE_AIRBYTE_BACKUP_CONNECTION_ID"]
+        ):
+            raise ConfigError(
+                "ACODE_AIRBYTE_PRIMARY_CONNECTION_ID and ACODE_AIRBYTE_BACKUP_CONNECTION_ID are "
+                "the same connection; the backup connection must read the backup server"
+            )
+        return cls(
+            rest_api_base_url=values["AIRBYTE_REST_API_BASE_URL"].rstrip("/"),
+            configuration_api_base_url=values["AIRBYTE_CONFIGURATION_API_BASE_URL"].rstrip("/"),
+            workspace_id=values["AIRBYTE_WORKSPACE_ID"],
+            credentials_set=has_id,
+            primary_connection_id=values["ACODE_AIRBYTE_PRIMARY_CONNECTION_ID"],
+            backup_connection_id=values["ACODE_AIRBYTE_BACKUP_CONNECTION_ID"],
+            staging_url=(env.get("ACODE_AIRBYTE_STAGING_URL") or "").strip()
+            or f"{bronze_url.rstrip('/')}/{STAGING_FOLDER}",
+            timeout_s=_number(env, "ACODE_AIRBYTE_TIMEOUT_S", 3600, minimum=1),
+            poll_s=_number(env, "ACODE_AIRBYTE_POLL_S", 10, minimum=0.05),
+            failure_window_s=_number(env, "ACODE_AIRBYTE_FAILURE_WINDOW_S", 3600, minimum=0),
         )
 
 
@@ -199,3 +328,13 @@ def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
     if not value.startswith(("http://", "https://")):
         raise ConfigError(f"{name}={value!r} is not an http(s) URL; for example {default}")
     return value
+
+
+def _whole(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+    """A whole number: a fractional or zero limit would be silently rounded or stop everything."""
+    text = (env.get(name) or "").strip()
+    if not text:
+        return default
+    if not (text.isascii() and text.isdigit()) or int(text) < minimum:
+        raise ConfigError(f"{name}={text!r} must be a whole number >= {minimum}, e.g. {default}")
+    return int(text)

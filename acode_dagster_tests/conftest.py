@@ -18,7 +18,11 @@ import pytest
 
 from acode_dagster.localstack import LocalStack
 
-pytest_plugins = ["acode_dagster_tests.support.fixtures", "acode_dagster_tests.support.alerting"]
+pytest_plugins = [
+    "acode_dagster_tests.support.fixtures",
+    "acode_dagster_tests.support.alerting",
+    "acode_dagster_tests.support.airbyte",
+]
 
 # ---------------------------------------------------------------------- MariaDB pair
 

@@ -2,19 +2,24 @@
 
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
+from dagster_airbyte import AirbyteWorkspace
 from pydantic import Field
 
+from acode_dagster.airbyte import AirbyteConnections, AirbyteReplicator, probe_both
 from acode_dagster.bronze import BronzeStore, open_store
 from acode_dagster.defs.alerts.resources import AlertingResource
 from acode_dagster.defs.redundancy.resources import RedundancyResource
 from acode_dagster.errors import ConfigError
+from acode_dagster.landing import Landing
 from acode_dagster.mysql import MySQLEndpoint
+from acode_dagster.probes import ProbeResult, ProbeSettings
 from acode_dagster.replicator import BATCH_ROWS, ROW_GROUP_ROWS, EmbeddedReplicator, Replicator
-from acode_dagster.routing import PRIMARY, Role
-from acode_dagster.settings import Settings
+from acode_dagster.routing import BACKUP, PRIMARY, Role
+from acode_dagster.settings import AirbyteSettings, Settings
 
 
 class MySQLServerResource(dg.ConfigurableResource):
@@ -66,6 +71,42 @@ class BronzeResource(dg.ConfigurableResource):
         return open_store(self.backup_url, setting="ACODE_BRONZE_BACKUP_URL")
 
 
+class AirbyteRouteResource(dg.ConfigurableResource):
+    """The Airbyte route: dagster-airbyte's workspace (its standard AIRBYTE_* variables) and the
+    primary and backup connections, landing into the staging prefix."""
+
+    workspace: AirbyteWorkspace
+    primary_connection_id: str
+    backup_connection_id: str
+    staging_url: str
+    timeout_s: float = 3600.0
+    poll_s: float = 10.0
+    failure_window_s: float = 3600.0
+
+    def connections(self, *, request_timeout: int | None = None) -> AirbyteConnections:
+        workspace = self.workspace
+        if request_timeout is not None:
+            # A probe must not sit in the client's retries: one attempt, bounded.
+            workspace = AirbyteWorkspace(
+                rest_api_base_url=workspace.rest_api_base_url,
+                configuration_api_base_url=workspace.configuration_api_base_url,
+                workspace_id=workspace.workspace_id,
+                client_id=workspace.client_id,
+                client_secret=workspace.client_secret,
+                request_max_retries=0,
+                request_timeout=request_timeout,
+            )
+        return AirbyteConnections(
+            workspace=workspace,
+            connection_ids={PRIMARY: self.primary_connection_id, BACKUP: self.backup_connection_id},
+            secrets=tuple(s for s in (self.workspace.client_secret,) if s),
+        )
+
+    def probe(self, settings: ProbeSettings) -> dict[str, ProbeResult]:
+        connections = self.connections(request_timeout=max(1, int(settings.timeout_s)))
+        return probe_both(connections, settings, timedelta(seconds=self.failure_window_s))
+
+
 class ReplicatorResource(dg.ConfigurableResource):
     """Which replicator moves a partition, and its tuning."""
 
@@ -75,19 +116,61 @@ class ReplicatorResource(dg.ConfigurableResource):
     max_file_mb: float = 512
     retries: int = Field(default=4, description="retries of a sync that lost its server")
     retry_base_s: float = Field(default=30.0, description="first wait; it doubles each retry")
+    airbyte: AirbyteRouteResource | None = None
 
-    def build(self, log: Callable[[str], None]) -> Replicator:
+    def build(self, log: Callable[[str], None], role: Role = PRIMARY) -> Replicator:
+        """The replicator for a sync on the ``role`` side of the route."""
+        max_file_bytes = int(self.max_file_mb * 1024 * 1024)
+        if self.kind == "airbyte":
+            if self.airbyte is None:
+                raise ConfigError(
+                    "ACODE_REPLICATOR=airbyte but the Airbyte route is not configured"
+                )
+            return AirbyteReplicator(
+                connections=self.airbyte.connections(),
+                role=role,
+                landing=Landing(self.airbyte.staging_url),
+                timeout_s=self.airbyte.timeout_s,
+                poll_s=self.airbyte.poll_s,
+                batch_rows=self.batch_rows,
+                row_group_rows=self.row_group_rows,
+                max_file_bytes=max_file_bytes,
+                log=log,
+            )
         return EmbeddedReplicator(
             batch_rows=self.batch_rows,
             row_group_rows=self.row_group_rows,
-            max_file_bytes=int(self.max_file_mb * 1024 * 1024),
+            max_file_bytes=max_file_bytes,
             log=log,
         )
+
+    def probe(self, settings: ProbeSettings) -> dict[str, ProbeResult]:
+        """Probes of what this replicator depends on beyond MySQL and the buckets."""
+        return self.airbyte.probe(settings) if self.airbyte is not None else {}
 
 
 def _secret(name: str, is_set: bool) -> dg.EnvVar | None:
     # An EnvVar of an unset variable fails at run start, so only name the ones that are set.
     return dg.EnvVar(name) if is_set else None
+
+
+def build_airbyte(airbyte: AirbyteSettings) -> AirbyteRouteResource:
+    secret = airbyte.credentials_set
+    return AirbyteRouteResource(
+        workspace=AirbyteWorkspace(
+            rest_api_base_url=airbyte.rest_api_base_url,
+            configuration_api_base_url=airbyte.configuration_api_base_url,
+            workspace_id=airbyte.workspace_id,
+            client_id=_secret("AIRBYTE_CLIENT_ID", secret),
+            client_secret=_secret("AIRBYTE_CLIENT_SECRET", secret),
+        ),
+        primary_connection_id=airbyte.primary_connection_id,
+        backup_connection_id=airbyte.backup_connection_id,
+        staging_url=airbyte.staging_url,
+        timeout_s=airbyte.timeout_s,
+        poll_s=airbyte.poll_s,
+        failure_window_s=airbyte.failure_window_s,
+    )
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
@@ -115,6 +198,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             max_file_mb=settings.max_file_mb,
             retries=settings.retries,
             retry_base_s=settings.retry_base_s,
+            airbyte=build_airbyte(settings.airbyte) if settings.airbyte else None,
         ),
         "redundancy": RedundancyResource(
             failover_after=settings.failover_after,

@@ -58,7 +58,6 @@ def postgres_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
         "DAGSTER_PG_DB": name,
         "DAGSTER_PG_USERNAME": "postgres",
         "DAGSTER_PG_PASSWORD": "",
-        "ACODE_MAX_CONCURRENT_RUNS": "2",
     }.items():
         monkeypatch.setenv(variable, value)
     try:

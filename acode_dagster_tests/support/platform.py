@@ -86,7 +86,9 @@ class Platform:
 
     def healthy(self, target: str) -> bool:
         with dg.build_resources(self.resources) as ready:
-            return run_probes(ready.acode_sources, ready.bronze, ready.redundancy)[target].healthy
+            return run_probes(
+                ready.acode_sources, ready.bronze, ready.redundancy, ready.replicator
+            )[target].healthy
 
 
 def metadata_of(result: dg.ExecuteInProcessResult, table: Any = FISCAL_LINES) -> dict[str, Any]:

@@ -50,7 +50,16 @@ def materialization_metadata(
         "replicator": dg.MetadataValue.text(result.manifest.replicator),
         "bronze_url": dg.MetadataValue.url(url) if "://" in url else dg.MetadataValue.path(url),
         "version": dg.MetadataValue.text(result.manifest.version),
+        **{key: _metadata_value(value) for key, value in result.extra.items()},
     }
+
+
+def _metadata_value(value: int | float | str) -> dg.MetadataValue:
+    if isinstance(value, int):
+        return dg.MetadataValue.int(value)
+    if isinstance(value, float):
+        return dg.MetadataValue.float(value)
+    return dg.MetadataValue.text(value)
 
 
 def build_bronze_asset(table: Table) -> dg.AssetsDefinition:
@@ -58,6 +67,8 @@ def build_bronze_asset(table: Table) -> dg.AssetsDefinition:
         key=bronze_key(table),
         group_name=GROUP,
         partitions_def=daily_partitions,
+        # Bounds the syncs reading the source, however launched (acode_dagster.runs.SOURCE_POOL).
+        pool="acode_source",
         description=table.description,
         kinds={"mysql", "parquet"},
         check_specs=partition_check_specs(table),
@@ -93,7 +104,8 @@ def build_bronze_asset(table: Table) -> dg.AssetsDefinition:
             f"route: source={route.source} ({source.address}), bucket={route.bucket} ({store.url})"
         )
         try:
-            result = replicator.build(log=context.log.info).sync(table, day, source, store)
+            sync = replicator.build(context.log.info, route.source).sync
+            result = sync(table, day, source, store)
         except AcodeError as exc:
             attempt = context.retry_number
             if not exc.transient or attempt >= replicator.retries:

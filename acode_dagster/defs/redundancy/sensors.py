@@ -1,6 +1,7 @@
 """``acode_health_sensor``: probe everything, decide the route, record it, catch up.
 
-Each tick probes the two MySQL servers and the two buckets (concurrently, each bounded by the
+Each tick probes the two MySQL servers and the two buckets (and, in airbyte mode, the two
+Airbyte connections) (concurrently, each bounded by the
 probe timeout), feeds the verdicts to the pure failover state machine, saves the new state in the
 instance, records the tick and every route event as observations of ``redundancy``, and, after a
 failover, fail-back or recovery, requests the partitions of the last days that never landed, on
@@ -24,10 +25,21 @@ from acode_dagster.defs.redundancy.state import (
     save_state,
     tick_observation,
 )
-from acode_dagster.defs.resources import AcodeSourcesResource, BronzeResource
+from acode_dagster.defs.resources import (
+    AcodeSourcesResource,
+    BronzeResource,
+    ReplicatorResource,
+)
 from acode_dagster.errors import AcodeError
 from acode_dagster.failover import Health, Observation, RouteEvent, RouteState, step
-from acode_dagster.probes import ProbeResult, probe_all, probe_bucket, probe_mysql, probe_replica
+from acode_dagster.probes import (
+    ProbeResult,
+    ProbeSettings,
+    probe_all,
+    probe_bucket,
+    probe_mysql,
+    probe_replica,
+)
 from acode_dagster.routing import BACKUP, PRIMARY
 from acode_dagster.settings import Settings
 from acode_dagster.tables import SOURCE_TIMEZONE, TABLES
@@ -46,10 +58,21 @@ class HealthTick:
 
 
 def run_probes(
-    sources: AcodeSourcesResource, bronze: BronzeResource, redundancy: RedundancyResource
+    sources: AcodeSourcesResource,
+    bronze: BronzeResource,
+    redundancy: RedundancyResource,
+    replicator: ReplicatorResource | None = None,
 ) -> dict[str, ProbeResult]:
-    """The four probes; a target that cannot even be configured is reported unhealthy."""
+    """The four probes, plus the replicator's own (the two Airbyte connections in airbyte mode);
+    a target that cannot even be configured is reported unhealthy."""
     settings = redundancy.probe_settings()
+    extra = replicator.probe(settings) if replicator is not None else {}
+    return {**_storage_probes(sources, bronze, settings), **extra}
+
+
+def _storage_probes(
+    sources: AcodeSourcesResource, bronze: BronzeResource, settings: ProbeSettings
+) -> dict[str, ProbeResult]:
     failed: dict[str, ProbeResult] = {}
 
     def resolve(target: str, build: Callable[[], T]) -> T | None:
@@ -79,16 +102,26 @@ def run_probes(
 
 
 def observe(results: Mapping[str, ProbeResult]) -> Observation:
-    def health(kind: str) -> Health:
-        primary, backup = results[f"{kind}_primary"], results[f"{kind}_backup"]
+    """The state machine's view: a source side is healthy when its MySQL server is and, in
+    airbyte mode, its connection too (a failing connection fails its side over like a dead
+    server does)."""
+
+    def side(kinds: tuple[str, ...], role: str) -> tuple[bool, str]:
+        found = [results[f"{k}_{role}"] for k in kinds if f"{k}_{role}" in results]
+        failing = [r for r in found if not r.healthy]
+        return not failing, "; ".join(f"{r.target}: {r.reason}" for r in failing) or "ok"
+
+    def health(*kinds: str) -> Health:
+        primary, primary_reason = side(kinds, "primary")
+        backup, backup_reason = side(kinds, "backup")
         return Health(
-            primary=primary.healthy,
-            backup=backup.healthy,
-            primary_reason=primary.reason,
-            backup_reason=backup.reason,
+            primary=primary,
+            backup=backup,
+            primary_reason=primary_reason,
+            backup_reason=backup_reason,
         )
 
-    return Observation(source=health("mysql"), bucket=health("bucket"))
+    return Observation(source=health("mysql", "airbyte"), bucket=health("bucket"))
 
 
 def missing_partitions(
@@ -128,11 +161,13 @@ def health_tick(
     sources: AcodeSourcesResource,
     bronze: BronzeResource,
     redundancy: RedundancyResource,
+    *,
+    replicator: ReplicatorResource | None = None,
     now: datetime | None = None,
 ) -> HealthTick:
     now = now or datetime.now(UTC)
     before = load_state(instance)
-    results = run_probes(sources, bronze, redundancy)
+    results = run_probes(sources, bronze, redundancy, replicator)
     state, events = step(before, observe(results), now, redundancy.policy())
     tick = HealthTick(results, state, events)
     # An operator's pin written while we probed wins: drop this tick's decision, keep its
@@ -167,8 +202,9 @@ def acode_health_sensor(
     acode_sources: AcodeSourcesResource,
     bronze: BronzeResource,
     redundancy: RedundancyResource,
+    replicator: ReplicatorResource,
 ) -> dg.SensorResult:
-    tick = health_tick(context.instance, acode_sources, bronze, redundancy)
+    tick = health_tick(context.instance, acode_sources, bronze, redundancy, replicator=replicator)
     for event in tick.events:
         log = context.log.warning if event.critical else context.log.info
         log(event.describe())
