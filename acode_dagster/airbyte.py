@@ -381,17 +381,11 @@ class AirbyteReplicator:
             max_file_bytes=self.max_file_bytes,
         )
         landed = cut.stats
-        seconds = time.monotonic() - started
-        result = SyncResult(
-            table=table.name,
-            partition=manifest.partition,
-            rows=manifest.rows,
-            bytes=manifest.bytes,
-            files=len(manifest.files),
-            seconds=seconds,
+        result = SyncResult.of(
+            manifest,
+            seconds=time.monotonic() - started,
             source=source.display,
             bronze_url=store.partition_url(table, day),
-            manifest=manifest,
             extra={
                 "airbyte_job_id": job.job_id,
                 "airbyte_records": job.records,

@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from acode_dagster.bronze import parse_bronze_url
 from acode_dagster.errors import BronzeError, SourceError
 from acode_dagster.quality import repeated_values
+from acode_dagster.replicator import conform
 from acode_dagster.tables import Table, day_window
 
 STAGING_SETTING = "ACODE_AIRBYTE_STAGING_URL"
@@ -141,17 +142,11 @@ def from_landed(batch: pa.RecordBatch, table: Table) -> pa.RecordBatch:
             f"the landed files of {table.name} lack column(s) {', '.join(missing)}: select them "
             "in the Airbyte connection's stream settings (or refresh its source schema)"
         )
-    arrays = []
-    for target in schema:
-        column = batch.column(target.name)
-        try:
-            arrays.append(column if column.type == target.type else column.cast(target.type))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise SourceError(
-                f"column {target.name} of {table.name}: a landed value does not fit the "
-                f"contract's type {target.type} ({exc})"
-            ) from None
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+    return conform(
+        batch.select(schema.names),
+        schema,
+        fix=f"the landed files of {table.name} hold a value the contract does not admit",
+    )
 
 
 @dataclass(frozen=True)
@@ -303,7 +298,8 @@ def _first_of_each(
     batch: pa.RecordBatch, key: str, repeated: pa.Array, seen: set[Any]
 ) -> pa.RecordBatch:
     """Drop the rows whose key is a repeated one already emitted (in this batch or before)."""
-    keys = batch.column(key)
+    # The repeated keys are in the key's bronze type; a BIGINT key lands as text.
+    keys = batch.column(key).cast(repeated.type)
     mask = pc.is_in(keys, value_set=repeated)
     if not pc.any(mask).as_py():
         return batch

@@ -52,6 +52,30 @@ class SyncResult:
     extra: Mapping[str, int | float | str] = field(default_factory=dict)
     """What only one replicator knows (Airbyte's job id, records and bytes), for metadata."""
 
+    @classmethod
+    def of(
+        cls,
+        manifest: Manifest,
+        *,
+        seconds: float,
+        source: str,
+        bronze_url: str,
+        extra: Mapping[str, int | float | str] | None = None,
+    ) -> SyncResult:
+        """The result of publishing ``manifest``."""
+        return cls(
+            table=manifest.table,
+            partition=manifest.partition,
+            rows=manifest.rows,
+            bytes=manifest.bytes,
+            files=len(manifest.files),
+            seconds=seconds,
+            source=source,
+            bronze_url=bronze_url,
+            manifest=manifest,
+            extra=extra or {},
+        )
+
     @property
     def rows_per_second(self) -> float:
         return self.rows / self.seconds if self.seconds > 0 else float(self.rows)
@@ -212,11 +236,16 @@ def publish_batches(
     return manifest
 
 
-def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """Cast a reader batch to the table's exact types; refuse anything that would lose data.
+def conform(
+    batch: pa.RecordBatch,
+    schema: pa.Schema,
+    fix: str = "the source admits values the bronze schema does not; fix the row at the source "
+    "or widen the type in tables.py and the contract",
+) -> pa.RecordBatch:
+    """Cast a batch to the table's exact types; refuse anything that would lose data.
 
     ``safe=True`` makes Arrow raise on decimal truncation or integer overflow instead of rounding,
-    so a row the contract does not admit fails the sync with its column named.
+    so a row the contract does not admit fails the sync with its column named, and ``fix``.
     """
     if batch.schema.names != schema.names:
         raise SourceError(
@@ -228,9 +257,8 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
             arrays.append(column if column.type == target.type else column.cast(target.type))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise SourceError(
-                f"column {target.name}: a source value does not fit the contract's type "
-                f"{target.type} ({exc}) — the source admits values the bronze schema does not; "
-                "fix the row at the source or widen the type in tables.py and the contract"
+                f"column {target.name}: a value does not fit the contract's type {target.type} "
+                f"({exc}) — {fix}"
             ) from None
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
@@ -291,16 +319,11 @@ class EmbeddedReplicator:
             max_file_bytes=self.max_file_bytes,
         )
         seconds = time.monotonic() - started
-        result = SyncResult(
-            table=table.name,
-            partition=manifest.partition,
-            rows=manifest.rows,
-            bytes=manifest.bytes,
-            files=len(manifest.files),
+        result = SyncResult.of(
+            manifest,
             seconds=seconds,
             source=source.display,
             bronze_url=store.partition_url(table, day),
-            manifest=manifest,
         )
         self.log(
             f"{table.name} {day:%Y-%m-%d}: published {result.rows:,} rows in {result.files} "

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from acode_dagster.localstack import LocalStack
+from acode_dagster_tests.support.source import platform_environ
 
 pytest_plugins = [
     "acode_dagster_tests.support.fixtures",
@@ -42,19 +43,7 @@ def mariadb_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStac
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, mariadb_pair: Any, tmp_path: Path) -> dict[str, str]:
     """The platform configured the production way: URLs and passwords from the environment."""
-    primary = mariadb_pair.endpoint("primary")
-    backup = mariadb_pair.endpoint("backup")
-    values = {
-        "ACODE_HOME": str(tmp_path / "home"),
-        "ACODE_MYSQL_PRIMARY_URL": f"mysql://{primary.user}@{primary.address}/{primary.database}",
-        "ACODE_PASS": primary.password or "",
-        "ACODE_MYSQL_BACKUP_URL": f"mysql://{backup.user}@{backup.address}/{backup.database}",
-        "ACODE_BACKUP_PASS": backup.password or "",
-        "ACODE_BRONZE_URL": str(tmp_path / "bronze"),
-        # A lost server is retried; here once and quickly, so a failing test fails fast.
-        "ACODE_RETRIES": "1",
-        "ACODE_RETRY_BASE_S": "0.1",
-    }
+    values = platform_environ(mariadb_pair, tmp_path / "home", tmp_path / "bronze")
     for key, value in values.items():
         monkeypatch.setenv(key, value)
     return values

@@ -455,7 +455,10 @@ def test_probe_all_waits_one_timeout_not_the_sum(
     # Each gave up on its own socket timeout (a reason naming the cause), not on the budget.
     assert stack.endpoint(PRIMARY).display in results["mysql_primary"].reason
     assert "timed out" in results["mysql_primary"].reason
-    assert all("ReadTimeoutError" in r.reason for r in frozen[1:]), frozen
+    # Read timeout, or connect timeout when the frozen server's accept backlog is already full.
+    assert all(
+        "ReadTimeoutError" in r.reason or "ConnectTimeoutError" in r.reason for r in frozen[1:]
+    ), [r.reason for r in frozen[1:]]
     assert sum(r.latency_s for r in frozen) > 2.7 * settings.timeout_s
     assert elapsed < 2.5 * settings.timeout_s, f"probe_all took {elapsed:.2f} s"
 

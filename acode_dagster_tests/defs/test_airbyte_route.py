@@ -27,7 +27,7 @@ from acode_dagster.tables import FISCAL_LINES, TABLES, Table
 from acode_dagster_tests.support.airbyte import LoopbackAirbyte
 from acode_dagster_tests.support.alerting import LoopbackPagerDuty, LoopbackSlack
 from acode_dagster_tests.support.platform import Platform, metadata_of, wait_for
-from acode_dagster_tests.support.source import source_window
+from acode_dagster_tests.support.source import platform_environ, source_window
 
 DAYS = last_complete_days(3)
 ROWS = {FISCAL_LINES.name: 300}
@@ -84,20 +84,13 @@ def make_platform(
     primary, backup = stack.endpoint("primary"), stack.endpoint("backup")
     airbyte = LoopbackAirbyte.for_pair(primary, backup, bronze / "_airbyte_staging")
     settings = {
-        "ACODE_HOME": str(tmp_path / "home"),
-        "ACODE_MYSQL_PRIMARY_URL": f"mysql://{primary.user}@{primary.address}/{primary.database}",
-        "ACODE_PASS": primary.password or "",
-        "ACODE_MYSQL_BACKUP_URL": f"mysql://{backup.user}@{backup.address}/{backup.database}",
-        "ACODE_BACKUP_PASS": backup.password or "",
+        **platform_environ(stack, tmp_path / "home", bronze),
         "ACODE_REPLICATOR": "airbyte",
-        "ACODE_BRONZE_URL": str(bronze),
         "ACODE_BRONZE_BACKUP_URL": str(tmp_path / "bronze-backup"),
         "ACODE_PROBE_TIMEOUT_S": "2",
         "ACODE_FAILOVER_AFTER": "2",
         "ACODE_FAILBACK_DWELL_S": "0",
         "ACODE_CATCHUP_DAYS": "0",
-        "ACODE_RETRIES": "1",
-        "ACODE_RETRY_BASE_S": "0.1",
         "ACODE_AIRBYTE_POLL_S": "0.1",
         "ACODE_AIRBYTE_TIMEOUT_S": "60",
     }

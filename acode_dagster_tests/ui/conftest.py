@@ -16,6 +16,7 @@ import pytest
 from acode_dagster.defs.bronze.checks import bronze_key
 from acode_dagster.demo.loader import LoadReport, load_days
 from acode_dagster.tables import FISCAL_LINES, PRODUCTS, TABLES
+from acode_dagster_tests.support.source import platform_environ
 from acode_dagster_tests.support.webserver import DagsterUI, dagster_ui
 
 RUN_DAY = date(2026, 9, 14)
@@ -148,18 +149,7 @@ def ui_env(mariadb_pair: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[
     """The platform's environment, as the ``env`` fixture sets it (that one is per test; this
     one lives as long as the webserver that reads it)."""
     root = tmp_path_factory.mktemp("ui-platform")
-    primary = mariadb_pair.endpoint("primary")
-    backup = mariadb_pair.endpoint("backup")
-    return {
-        "ACODE_HOME": str(root / "home"),
-        "ACODE_MYSQL_PRIMARY_URL": f"mysql://{primary.user}@{primary.address}/{primary.database}",
-        "ACODE_PASS": primary.password or "",
-        "ACODE_MYSQL_BACKUP_URL": f"mysql://{backup.user}@{backup.address}/{backup.database}",
-        "ACODE_BACKUP_PASS": backup.password or "",
-        "ACODE_BRONZE_URL": str(root / "bronze"),
-        "ACODE_RETRIES": "1",
-        "ACODE_RETRY_BASE_S": "0.1",
-    }
+    return platform_environ(mariadb_pair, root / "home", root / "bronze")
 
 
 @pytest.fixture(scope="package")
