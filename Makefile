@@ -46,7 +46,7 @@ stack-stop: sync  ## stop them
 stack-status: sync  ## show them
 	@$(UV) run --no-sync acode stack status
 
-bench: sync  ## replication, checks and failover-drill benchmarks (bench/README.md; ~10 minutes)
+bench: sync  ## replication (embedded and Airbyte), checks and failover-drill benchmarks (bench/README.md; ~20 minutes)
 	@$(UV) run --no-sync python bench/replication.py
 	@$(UV) run --no-sync python bench/checks.py
 	@$(UV) run --no-sync python bench/failover_drill.py

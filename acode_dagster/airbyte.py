@@ -117,16 +117,16 @@ class AirbyteConnections:
         try:
             return call()
         except Failure as exc:
+            why, transient = self.diagnose()
             raise AirbyteError(
-                redact(
-                    f"Airbyte API: {doing} failed: {exc.description} — {self.diagnose()}",
-                    self.secrets,
-                ),
-                transient=True,
+                redact(f"Airbyte API: {doing} failed: {exc.description} — {why}", self.secrets),
+                # Refused credentials need a person; an unreachable or failing server may be back.
+                transient=transient,
             ) from None
 
-    def diagnose(self) -> str:
-        """Why the API does not answer: unreachable, credentials refused, or a server error.
+    def diagnose(self) -> tuple[str, bool]:
+        """Why the API does not answer (unreachable, credentials refused, or a server error), and
+        whether trying again later may help.
 
         dagster-airbyte's errors name only the URL that failed; one direct request tells a
         person which of the three it is."""
@@ -146,19 +146,21 @@ class AirbyteConnections:
                     timeout=self.client.request_timeout,
                 )
         except requests.RequestException as exc:
-            return redact(
+            unreachable = (
                 f"{self.rest_url} is unreachable ({type(exc).__name__}); check "
-                "AIRBYTE_REST_API_BASE_URL and that Airbyte runs",
-                self.secrets,
+                "AIRBYTE_REST_API_BASE_URL and that Airbyte runs"
             )
-        if response.status_code in (401, 403):
+            return redact(unreachable, self.secrets), True
+        status = response.status_code
+        if status in (401, 403):
             return (
-                f"Airbyte refused the client credentials (HTTP {response.status_code}); check "
-                "AIRBYTE_CLIENT_ID and AIRBYTE_CLIENT_SECRET (rotated? the application deleted?)"
+                f"Airbyte refused the client credentials (HTTP {status}); check "
+                "AIRBYTE_CLIENT_ID and AIRBYTE_CLIENT_SECRET (rotated? the application deleted?)",
+                False,
             )
-        if response.status_code >= 500:
-            return f"Airbyte answers HTTP {response.status_code}: its server is failing"
-        return f"Airbyte answers (HTTP {response.status_code}); see the request that failed above"
+        if status >= 500:
+            return f"Airbyte answers HTTP {status}: its server is failing", True
+        return f"Airbyte answers (HTTP {status}); see the request that failed above", True
 
     def connection(self, role: Role) -> Mapping[str, Any]:
         """The routed connection as the workspace lists it; ConfigError if it is not there."""
@@ -293,7 +295,7 @@ class AirbyteSync:
         raise AirbyteError(
             f"Airbyte refused to start a sync of connection "
             f"{self.connections.connection_id(self.role)} ({self.role}) and shows none running "
-            f"— {self.connections.diagnose()}",
+            f"— {self.connections.diagnose()[0]}",
             transient=True,
         )
 
