@@ -83,7 +83,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -100,6 +100,7 @@ from acode_dagster.landing import Landing, landed_file_name, landed_type, to_lan
 from acode_dagster.mysql import MySQLEndpoint
 from acode_dagster.replicator import BATCH_ROWS, conform, preflight, stream_batches
 from acode_dagster.tables import TABLES, Table
+from acode_dagster_tests.support.http import LoopbackHTTP
 
 PRIMARY_CONNECTION_NAME = "connection_mysql_s3_acode"
 BACKUP_CONNECTION_NAME = "connection_mysql_s3_acode_backup"
@@ -385,9 +386,9 @@ class LoopbackAirbyte:
         self._failing_always = False
         self._failing_status = 503
         self._reject_credentials = False
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self.port = 0
+        self._http = LoopbackHTTP(
+            self._handle, "loopback-airbyte", methods=("GET", "POST", "DELETE", "PATCH")
+        )
 
     def __repr__(self) -> str:
         # No secret: the client secret stays out of reprs and therefore out of test reports.
@@ -415,37 +416,12 @@ class LoopbackAirbyte:
 
     # -- lifecycle
 
+    @property
+    def port(self) -> int:
+        return self._http.port
+
     def start(self) -> LoopbackAirbyte:
-        if self._server is not None:
-            return self
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                owner._handle(self)
-
-            def do_POST(self) -> None:
-                owner._handle(self)
-
-            def do_DELETE(self) -> None:
-                owner._handle(self)
-
-            def do_PATCH(self) -> None:
-                owner._handle(self)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                """Quiet: the server keeps its own request log."""
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"loopback-airbyte:{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
+        self._http.start()
         return self
 
     def stop(self, timeout_s: float = 30.0) -> None:
@@ -458,13 +434,7 @@ class LoopbackAirbyte:
         deadline = time.monotonic() + timeout_s
         for thread in threads:
             thread.join(timeout=max(deadline - time.monotonic(), 0.1))
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            if self._thread is not None:
-                self._thread.join(timeout=5)
-            self._server = None
-            self._thread = None
+        self._http.stop()
 
     def __enter__(self) -> LoopbackAirbyte:
         return self.start()

@@ -13,12 +13,14 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any, ClassVar
 from urllib.parse import parse_qs
 
 import pytest
+
+from acode_dagster_tests.support.http import LoopbackHTTP
 
 _PAGERDUTY_ACTIONS = ("trigger", "acknowledge", "resolve")
 _PAGERDUTY_SEVERITIES = ("critical", "error", "warning", "info")
@@ -33,47 +35,19 @@ class _LoopbackServer:
         # Seconds to wait before answering, to exercise client timeouts.
         self.delay_s = 0.0
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self.port = 0
+        self._http = LoopbackHTTP(self._handle, type(self).__name__)
 
     # -- lifecycle
 
+    @property
+    def port(self) -> int:
+        return self._http.port
+
     def start(self) -> None:
-        if self._server is not None:
-            return
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                owner._handle(self)
-
-            def do_GET(self) -> None:
-                owner._handle(self)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                """Keep the test output quiet; the servers record requests instead."""
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"{type(self).__name__}:{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
+        self._http.start()
 
     def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
+        self._http.stop()
 
     def __enter__(self) -> _LoopbackServer:
         self.start()
