@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
@@ -132,6 +132,10 @@ class BronzeStore(Protocol):
     def probe(self, timeout_s: float) -> None:
         """Write a small object under ``_probe/`` (which readers skip), read it back and delete
         it; a BronzeError names the fix. Network calls give up after ``timeout_s``."""
+
+    def prepare_probe(self, timeout_s: float) -> Callable[[], None]:
+        """:meth:`probe` in two parts: what it builds locally (an S3 client) is built now, and
+        the waiting part is returned, so a caller's time limit measures only the waiting."""
 
 
 def parse_bronze_url(url: str, *, setting: str = "ACODE_BRONZE_URL") -> tuple[str, str]:
@@ -252,6 +256,9 @@ class LocalStore(_PublishedFiles):
     def visible_files(self, table: Table, day: date) -> list[str]:
         folder = self._dir(table, day)
         return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+    def prepare_probe(self, timeout_s: float) -> Callable[[], None]:
+        return lambda: self.probe(timeout_s)
 
     def probe(self, timeout_s: float) -> None:
         """Write, fsync, read back and delete ``<root>/_probe/<uuid>``.
@@ -406,13 +413,17 @@ class S3Store(_PublishedFiles):
         return sorted(k[len(prefix) :] for k in self._list(prefix))
 
     def probe(self, timeout_s: float) -> None:
+        self.prepare_probe(timeout_s)()
+
+    def prepare_probe(self, timeout_s: float) -> Callable[[], None]:
         """Put, get and delete ``<prefix>/_probe/<uuid>`` with a client of its own.
 
         The store's client retries five times with long read timeouts, which is right for a
         sync and wrong for a health check: this one makes a single attempt per call and waits
         ``timeout_s`` at most, so a dead endpoint fails in about ``timeout_s``. It reads the same
         standard variables as :func:`s3_client` (or keeps an injected client's endpoint and
-        region), so it probes the S3 the store writes to.
+        region), so it probes the S3 the store writes to. Building that client is local work
+        that can take a second on a busy machine; it happens here, before the waiting part.
         """
         import contextlib
 
@@ -440,25 +451,29 @@ class S3Store(_PublishedFiles):
                 del request.headers["Expect"]
 
         client.meta.events.register("before-send.s3.PutObject", send_body_at_once)
-        key = self._key("_probe", uuid.uuid4().hex)
-        body = f"acode bronze probe {key}".encode()
-        with _s3_errors(self.bucket):
-            client.put_object(Bucket=self.bucket, Key=key, Body=body)
-            try:
-                read = client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-            except Exception:
-                # The read's error is the one to report; a leftover under _probe/ is invisible
-                # to readers.
-                with contextlib.suppress(Exception):
-                    client.delete_object(Bucket=self.bucket, Key=key)
-                raise
-            # A failed delete is a real fault: publishing needs delete_object too.
-            client.delete_object(Bucket=self.bucket, Key=key)
-        if read != body:
-            raise BronzeError(
-                f"S3 bucket {self.bucket!r} returned different bytes than were written to {key}: "
-                "check the endpoint (AWS_ENDPOINT_URL) and any proxy in between"
-            )
+
+        def put_get_delete() -> None:
+            key = self._key("_probe", uuid.uuid4().hex)
+            body = f"acode bronze probe {key}".encode()
+            with _s3_errors(self.bucket):
+                client.put_object(Bucket=self.bucket, Key=key, Body=body)
+                try:
+                    read = client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+                except Exception:
+                    # The read's error is the one to report; a leftover under _probe/ is invisible
+                    # to readers.
+                    with contextlib.suppress(Exception):
+                        client.delete_object(Bucket=self.bucket, Key=key)
+                    raise
+                # A failed delete is a real fault: publishing needs delete_object too.
+                client.delete_object(Bucket=self.bucket, Key=key)
+            if read != body:
+                raise BronzeError(
+                    f"S3 bucket {self.bucket!r} returned different bytes than were written to "
+                    f"{key}: check the endpoint (AWS_ENDPOINT_URL) and any proxy in between"
+                )
+
+        return put_get_delete
 
 
 class _S3Staging:

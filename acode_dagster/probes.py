@@ -434,14 +434,24 @@ def probe_bucket(
     store: BronzeStore, role: Role, settings: ProbeSettings = ProbeSettings()
 ) -> ProbeResult:
     """Write, read back and delete a small object under ``_probe/`` (see ``store.probe``)."""
-
-    def check() -> Verdict:
-        store.probe(settings.timeout_s)
-        return Verdict(True, OK)
-
     # botocore does not echo keys in its errors; scrubbing them anyway costs nothing.
     secrets = [os.environ.get(k, "") for k in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")]
-    return run_check(f"bucket_{role}", check, settings, secrets, where=store.url)
+    target = f"bucket_{role}"
+    started = time.perf_counter()
+    # The client is built before the clock of the probe's budget starts: the budget bounds
+    # waiting on the bucket, and building a client is a second of CPU on a busy machine.
+    try:
+        put_get_delete = store.prepare_probe(settings.timeout_s)
+    except AcodeError as exc:
+        return ProbeResult(target, False, _since(started), redact(str(exc), tuple(secrets)))
+    except Exception as exc:
+        return ProbeResult(target, False, _since(started), _unexpected(exc, secrets, store.url))
+
+    def check() -> Verdict:
+        put_get_delete()
+        return Verdict(True, OK)
+
+    return run_check(target, check, settings, secrets, where=store.url)
 
 
 # ---------------------------------------------------------------------- all four
