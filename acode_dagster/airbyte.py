@@ -25,7 +25,7 @@ from dagster_airbyte import AirbyteWorkspace
 from dagster_airbyte.resources import AirbyteClient
 from dagster_airbyte.translator import AirbyteJob, AirbyteJobStatusType
 
-from acode_dagster.bronze import BronzeStore
+from acode_dagster.bronze.store import BronzeStore
 from acode_dagster.errors import ConfigError, SourceError, redact
 from acode_dagster.landing import DayCut, Landing
 from acode_dagster.mysql import MySQLEndpoint, count_rows

@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from acode_dagster.bronze import parse_bronze_url
+from acode_dagster.bronze.store import parse_bronze_url
 from acode_dagster.errors import BronzeError, SourceError
 from acode_dagster.quality import repeated_values
 from acode_dagster.replicator import conform
@@ -165,7 +165,7 @@ class Landing:
 
     def filesystem(self) -> pafs.FileSystem:
         if self._kind == "s3":
-            from acode_dagster.bronze import S3Store
+            from acode_dagster.bronze.store import S3Store
 
             return S3Store(self._root.partition("/")[0])._filesystem()
         return pafs.LocalFileSystem()

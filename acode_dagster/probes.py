@@ -75,7 +75,7 @@ from typing import Any, Literal, NamedTuple
 import pymysql
 import pymysql.cursors
 
-from acode_dagster.bronze import BronzeStore
+from acode_dagster.bronze.store import BronzeStore
 from acode_dagster.errors import AcodeError, ConfigError, redact
 from acode_dagster.mysql import MySQLEndpoint, explain_mysql_error
 from acode_dagster.routing import BACKUP, PRIMARY, Role

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from acode_dagster.bronze import BronzeStore
+from acode_dagster.bronze.store import BronzeStore
 from acode_dagster.errors import SourceError
 from acode_dagster.mysql import MySQLEndpoint, SourceColumn, count_rows, source_columns
 from acode_dagster.tables import Table, Thresholds

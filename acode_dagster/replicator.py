@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from acode_dagster.bronze import BronzeStore, Manifest, ManifestFile, Staging, file_name
+from acode_dagster.bronze.store import BronzeStore, Manifest, ManifestFile, Staging, file_name
 from acode_dagster.errors import PartitionError, SourceError, redact
 from acode_dagster.mysql import MySQLEndpoint, explain_mysql_error, source_columns
 from acode_dagster.tables import SOURCE_TIMEZONE, Table, day_window

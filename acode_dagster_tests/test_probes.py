@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from acode_dagster.bronze import LocalStore, S3Store, s3_client
+from acode_dagster.bronze.store import LocalStore, S3Store, s3_client
 from acode_dagster.localstack import REPL_USER, LocalStack
 from acode_dagster.mysql import MySQLEndpoint
 from acode_dagster.probes import (

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from acode_dagster.bronze import LocalStore, Manifest, ManifestFile
+from acode_dagster.bronze.store import LocalStore, Manifest, ManifestFile
 from acode_dagster.demo.generator import Anomalies, generate_rows
 from acode_dagster.quality import PartitionStats, null_share, schema, unique_key, volume
 from acode_dagster.replicator import publish_batches

@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from acode_dagster.bronze import BronzeStore, LocalStore, S3Store, partition_prefix
+from acode_dagster.bronze.store import BronzeStore, LocalStore, S3Store, partition_prefix
 from acode_dagster.errors import BronzeError, PartitionError, SourceError
 from acode_dagster.mysql import MySQLEndpoint
 from acode_dagster.replicator import EmbeddedReplicator, conform
@@ -238,7 +238,7 @@ def test_a_value_the_contract_does_not_admit_names_its_column() -> None:
 CHILD = """
 import sys
 from datetime import date
-from acode_dagster.bronze import open_store
+from acode_dagster.bronze.store import open_store
 from acode_dagster.localstack import LocalStack
 from acode_dagster.replicator import EmbeddedReplicator
 from acode_dagster.tables import FISCAL_LINES

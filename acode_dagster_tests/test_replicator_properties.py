@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from acode_dagster.bronze import LocalStore
+from acode_dagster.bronze.store import LocalStore
 from acode_dagster.demo.loader import create_tables
 from acode_dagster.mysql import MySQLEndpoint
 from acode_dagster.replicator import EmbeddedReplicator

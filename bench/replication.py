@@ -93,7 +93,7 @@ def embedded(stack_home: Path, bronze: Path, day: date) -> tuple[float, int, dic
 
 
 def child_sync(stack_home: str, bronze: str, day_text: str) -> None:
-    from acode_dagster.bronze import LocalStore
+    from acode_dagster.bronze.store import LocalStore
     from acode_dagster.localstack import LocalStack
     from acode_dagster.replicator import EmbeddedReplicator, describe
 
@@ -132,7 +132,7 @@ def child_airbyte(stack_home: str, bronze: str, day_text: str) -> None:
     from dagster_airbyte import AirbyteWorkspace
 
     from acode_dagster.airbyte import AirbyteConnections, AirbyteReplicator
-    from acode_dagster.bronze import LocalStore
+    from acode_dagster.bronze.store import LocalStore
     from acode_dagster.landing import Landing
     from acode_dagster.localstack import LocalStack
     from acode_dagster.replicator import describe

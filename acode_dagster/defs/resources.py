@@ -10,7 +10,7 @@ from dagster_airbyte import AirbyteWorkspace
 from pydantic import Field
 
 from acode_dagster.airbyte import AirbyteConnections, AirbyteReplicator, probe_both
-from acode_dagster.bronze import BronzeStore, open_store
+from acode_dagster.bronze.store import BronzeStore, open_store
 from acode_dagster.defs.alerts.resources import AlertingResource
 from acode_dagster.defs.redundancy.resources import RedundancyResource
 from acode_dagster.errors import ConfigError

@@ -17,7 +17,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from acode_dagster.bronze import LocalStore
+from acode_dagster.bronze.store import LocalStore
 from acode_dagster.defs.bronze.checks import bronze_key
 from acode_dagster.defs.resources import build_resources
 from acode_dagster.demo.loader import last_complete_days, load_days

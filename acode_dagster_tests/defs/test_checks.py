@@ -8,7 +8,7 @@ from typing import Any
 
 import dagster as dg
 
-from acode_dagster.bronze import LocalStore
+from acode_dagster.bronze.store import LocalStore
 from acode_dagster.defs.alerts.resources import AlertingResource
 from acode_dagster.defs.alerts.sensors import acode_alert_sensor
 from acode_dagster.defs.bronze.assets import bronze_assets

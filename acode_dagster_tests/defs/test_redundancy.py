@@ -15,7 +15,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from acode_dagster.bronze import LocalStore, open_store, s3_client
+from acode_dagster.bronze.store import LocalStore, open_store, s3_client
 from acode_dagster.defs.bronze.checks import bronze_key
 from acode_dagster.defs.redundancy.state import load_state, recent_route_events
 from acode_dagster.defs.resources import build_resources

@@ -94,7 +94,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from acode_dagster.bronze import parse_bronze_url
+from acode_dagster.bronze.store import parse_bronze_url
 from acode_dagster.errors import SourceError, redact
 from acode_dagster.landing import Landing, landed_file_name, landed_type, to_landed
 from acode_dagster.mysql import MySQLEndpoint

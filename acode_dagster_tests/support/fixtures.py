@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from acode_dagster.bronze import BronzeStore, LocalStore, S3Store, s3_client
+from acode_dagster.bronze.store import BronzeStore, LocalStore, S3Store, s3_client
 from acode_dagster_tests.support.s3 import MotoServer, moto_server
 
 

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
-from acode_dagster.bronze import (
+from acode_dagster.bronze.store import (
     SUCCESS_MARKER,
     BronzeStore,
     LocalStore,
