@@ -25,6 +25,12 @@ from dagster_airbyte import AirbyteWorkspace
 from dagster_airbyte.resources import AirbyteClient
 from dagster_airbyte.translator import AirbyteJob, AirbyteJobStatusType
 
+from acode_dagster.bronze.publish import (
+    MAX_FILE_BYTES,
+    ROW_GROUP_ROWS,
+    Publisher,
+    write_audit_publish,
+)
 from acode_dagster.bronze.store import BronzeStore
 from acode_dagster.errors import ConfigError, SourceError, redact
 from acode_dagster.landing import DayCut, Landing
@@ -32,12 +38,10 @@ from acode_dagster.mysql import MySQLEndpoint, count_rows
 from acode_dagster.probes import ProbeResult, ProbeSettings, Verdict, run_check
 from acode_dagster.replicator import (
     BATCH_ROWS,
-    MAX_FILE_BYTES,
-    ROW_GROUP_ROWS,
     ProgressLog,
     SyncResult,
+    default_publisher,
     ensure_day_is_over,
-    publish_batches,
 )
 from acode_dagster.routing import PRIMARY, Role
 from acode_dagster.tables import SOURCE_TIMEZONE, Table, day_window
@@ -357,10 +361,16 @@ class AirbyteReplicator:
     name: str = "airbyte"
 
     def sync(
-        self, table: Table, day: date, source: MySQLEndpoint, store: BronzeStore
+        self,
+        table: Table,
+        day: date,
+        source: MySQLEndpoint,
+        store: BronzeStore,
+        publisher: Publisher | None = None,
     ) -> SyncResult:
         ensure_day_is_over(table, day)
         started = time.monotonic()
+        publisher = publisher or default_publisher(table, day, source, self.log)
         job = AirbyteSync(self.connections, self.role, self.timeout_s, self.poll_s, self.log).run(
             not_before=partition_closes(day)
         )
@@ -372,11 +382,12 @@ class AirbyteReplicator:
         published = time.monotonic()
         cut = self.landing.cut(table, day)
         self._ensure_complete(table, day, cut, source)
-        manifest = publish_batches(
+        outcome = write_audit_publish(
             table,
             day,
             store,
             cut.batches(self.batch_rows),
+            publisher,
             source=f"airbyte:{job.connection_name} ({source.display})",
             replicator=self.name,
             row_group_rows=self.row_group_rows,
@@ -384,7 +395,7 @@ class AirbyteReplicator:
         )
         landed = cut.stats
         result = SyncResult.of(
-            manifest,
+            outcome,
             seconds=time.monotonic() - started,
             source=source.display,
             bronze_url=store.partition_url(table, day),
@@ -400,7 +411,8 @@ class AirbyteReplicator:
             },
         )
         self.log(
-            f"{table.name} {day:%Y-%m-%d}: published {result.rows:,} rows from {landed.files} "
+            f"{table.name} {day:%Y-%m-%d}: {result.outcome_word} {result.rows:,} rows from "
+            f"{landed.files} "
             f"landed file(s) ({landed.duplicates:,} repeated rows dropped) in "
             f"{result.extra['publish_seconds']} s"
         )

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from acode_dagster.bronze.store import BronzeStore
+from acode_dagster.bronze.store import VersionFiles
 from acode_dagster.errors import SourceError
 from acode_dagster.mysql import MySQLEndpoint, SourceColumn, count_rows, source_columns
 from acode_dagster.tables import Table, Thresholds
@@ -60,8 +60,9 @@ PARTITION_CHECKS: tuple[CheckSpec, ...] = (
     ),
     CheckSpec(
         RECONCILIATION,
-        "Bronze rows equal the source rows of the window, counted on the server the sync read.",
-        blocking=False,
+        "Bronze rows equal the source rows of the window, counted on the server the sync read "
+        "(a version with fewer or more rows is not a copy, so it is never published).",
+        blocking=True,
     ),
     CheckSpec(
         SCHEMA,
@@ -75,6 +76,8 @@ PARTITION_CHECKS: tuple[CheckSpec, ...] = (
         blocking=True,
     ),
 )
+BLOCKING_CHECKS = frozenset(spec.name for spec in PARTITION_CHECKS if spec.blocking)
+"""An ERROR on one of these keeps a version out of the published layout (it is quarantined)."""
 FRESHNESS_CHECK = CheckSpec(
     FRESHNESS,
     "Time since the newest partition landed with its blocking checks passed.",
@@ -413,35 +416,26 @@ def _hours(span: timedelta) -> str:
 def evaluate_partition(
     table: Table,
     day: date,
-    store: BronzeStore,
+    files: VersionFiles,
     source: MySQLEndpoint,
     history: Sequence[int],
 ) -> list[Verdict]:
-    """Every partition check of ``table`` on its published partition ``day``, in
-    :data:`PARTITION_CHECKS` order.
+    """Every partition check of ``table`` on one version of partition ``day`` (a staged one,
+    before it is published), in :data:`PARTITION_CHECKS` order.
 
     ``source`` must be the server the sync read, so reconciliation compares like with like
-    after a failover. A source that cannot be asked fails reconciliation (ERROR, with the
-    reason) and leaves the schema check to the bronze half; it never raises, so the other
-    checks still report.
+    after a failover. A source that cannot be counted raises its SourceError (transient when the
+    server is unreachable): reconciliation blocks the publish, so a version that cannot be
+    reconciled is neither published nor quarantined, and the run retries. A source whose data
+    dictionary cannot be read leaves the schema check to the bronze half.
     """
-    stats = PartitionStats.from_footers(store.footers(table, day), table.critical_columns)
-    try:
-        counted = reconciliation(stats.rows, count_rows(source, table, day), source.display)
-    except SourceError as exc:
-        counted = Verdict(
-            RECONCILIATION,
-            False,
-            "ERROR",
-            f"could not count the source rows: {exc}",
-            "ERROR on any difference",
-            {"bronze_rows": stats.rows, "server": source.display},
-        )
+    stats = PartitionStats.from_footers(files.footers(), table.critical_columns)
+    counted = reconciliation(stats.rows, count_rows(source, table, day), source.display)
     try:
         described: Mapping[str, SourceColumn] | None = source_columns(source, table.name)
     except SourceError:
         described = None
-    keys = store.read_partition(table, day, columns=[table.key]).column(table.key)
+    keys = files.read(columns=[table.key]).column(table.key)
     return [
         null_share(table, stats),
         volume(table, stats.rows, history),

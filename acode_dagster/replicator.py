@@ -14,15 +14,22 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from acode_dagster.bronze.store import BronzeStore, Manifest, ManifestFile, Staging, file_name
+from acode_dagster.bronze.lease import Holder, LeasePolicy
+from acode_dagster.bronze.publish import (
+    MAX_FILE_BYTES,
+    ROW_GROUP_ROWS,
+    Outcome,
+    Publisher,
+    write_audit_publish,
+)
+from acode_dagster.bronze.store import BronzeStore, Manifest
 from acode_dagster.errors import PartitionError, SourceError, redact
 from acode_dagster.mysql import MySQLEndpoint, explain_mysql_error, source_columns
+from acode_dagster.quality import Verdict, evaluate_partition
 from acode_dagster.tables import SOURCE_TIMEZONE, Table, day_window
 
 log = logging.getLogger(__name__)
@@ -30,12 +37,6 @@ log = logging.getLogger(__name__)
 ProgressLog = Callable[[str], None]
 
 BATCH_ROWS = 65_536
-MAX_FILE_BYTES = 512 * 1024 * 1024
-ROW_GROUP_ROWS = 262_144
-"""Rows per Parquet row group. The writer holds one row group in memory before it writes it
-(about 0.45 KB a row for the fiscal table), so this bounds a sync's memory: 262,144 rows keep it
-near 350 MB. Fewer, larger groups would make footers (what the checks read, about 13 µs a row
-group to parse) smaller still, at more memory; bench/README.md has the figures."""
 
 
 @dataclass(frozen=True)
@@ -49,20 +50,27 @@ class SyncResult:
     source: str
     bronze_url: str
     manifest: Manifest
+    published: bool = True
+    """False when the version failed a blocking check and is in quarantine."""
+    verdicts: tuple[Verdict, ...] = ()
+    """The audit of the version, as it was staged."""
+    kept_at: str = ""
+    """Where the version is: the partition when published, the quarantine when not."""
     extra: Mapping[str, int | float | str] = field(default_factory=dict)
     """What only one replicator knows (Airbyte's job id, records and bytes), for metadata."""
 
     @classmethod
     def of(
         cls,
-        manifest: Manifest,
+        outcome: Outcome,
         *,
         seconds: float,
         source: str,
         bronze_url: str,
         extra: Mapping[str, int | float | str] | None = None,
     ) -> SyncResult:
-        """The result of publishing ``manifest``."""
+        """The result of writing, auditing and publishing (or quarantining) a version."""
+        manifest = outcome.manifest
         return cls(
             table=manifest.table,
             partition=manifest.partition,
@@ -73,8 +81,15 @@ class SyncResult:
             source=source,
             bronze_url=bronze_url,
             manifest=manifest,
+            published=outcome.published,
+            verdicts=outcome.verdicts,
+            kept_at=outcome.kept_at,
             extra=extra or {},
         )
+
+    @property
+    def outcome_word(self) -> str:
+        return "published" if self.published else "quarantined"
 
     @property
     def rows_per_second(self) -> float:
@@ -85,8 +100,30 @@ class Replicator(Protocol):
     name: str
 
     def sync(
-        self, table: Table, day: date, source: MySQLEndpoint, store: BronzeStore
+        self,
+        table: Table,
+        day: date,
+        source: MySQLEndpoint,
+        store: BronzeStore,
+        publisher: Publisher | None = None,
     ) -> SyncResult: ...
+
+
+def default_publisher(
+    table: Table, day: date, source: MySQLEndpoint, log: ProgressLog = log.info
+) -> Publisher:
+    """A writer outside Dagster (a script, a test, the bench): audited like a run, without the
+    volume history that only the instance knows (volume does not block), and leased as the
+    settings say (ACODE_LEASE_TTL_S, ACODE_LEASE_WAIT_S)."""
+    from acode_dagster.settings import Settings
+
+    settings = Settings.from_env()
+    return Publisher(
+        holder=Holder.here("local", purpose="sync outside Dagster"),
+        audit=lambda files: evaluate_partition(table, day, files, source, []),
+        lease=LeasePolicy(ttl_s=settings.lease_ttl_s, wait_s=settings.lease_wait_s),
+        log=log,
+    )
 
 
 def ensure_day_is_over(table: Table, day: date, now: datetime | None = None) -> None:
@@ -126,114 +163,6 @@ def preflight(table: Table, source: MySQLEndpoint) -> None:
             "acode_dagster/tables.py and the contract together",
             server=source.display,
         )
-
-
-class PartitionWriter:
-    """Writes record batches as Snappy Parquet files of bounded size into a staging folder."""
-
-    def __init__(
-        self,
-        table: Table,
-        staging: Staging,
-        *,
-        row_group_rows: int = ROW_GROUP_ROWS,
-        max_file_bytes: int = MAX_FILE_BYTES,
-    ):
-        self.table = table
-        self.staging = staging
-        self.row_group_rows = row_group_rows
-        self.max_file_bytes = max_file_bytes
-        self.files: list[ManifestFile] = []
-        self._pending: list[pa.RecordBatch] = []
-        self._pending_rows = 0
-        self._writer: pq.ParquetWriter | None = None
-        self._path: Path | None = None
-        self._file_rows = 0
-
-    @property
-    def rows(self) -> int:
-        return sum(f.rows for f in self.files) + self._file_rows + self._pending_rows
-
-    def write(self, batch: pa.RecordBatch) -> None:
-        self._pending.append(batch)
-        self._pending_rows += batch.num_rows
-        if self._pending_rows >= self.row_group_rows:
-            self._flush_row_group()
-
-    def _flush_row_group(self) -> None:
-        if not self._pending:
-            return
-        chunk = pa.Table.from_batches(self._pending, schema=self.table.arrow_schema)
-        self._pending, self._pending_rows = [], 0
-        if self._writer is None:
-            self._open_file()
-        assert self._writer is not None and self._path is not None
-        self._writer.write_table(chunk, row_group_size=max(chunk.num_rows, 1))
-        self._file_rows += chunk.num_rows
-        # The size is known only once a row group is flushed: files end a little past the bound.
-        if self._path.stat().st_size >= self.max_file_bytes:
-            self._close_file()
-
-    def _open_file(self) -> None:
-        self._path = self.staging.workdir / file_name(self.table, len(self.files) + 1)
-        self._writer = pq.ParquetWriter(
-            self._path,
-            self.table.arrow_schema,
-            compression="snappy",
-            write_statistics=True,
-            use_dictionary=True,
-        )
-        self._file_rows = 0
-
-    def _close_file(self) -> None:
-        assert self._writer is not None and self._path is not None
-        self._writer.close()
-        size = self._path.stat().st_size
-        self.files.append(ManifestFile(self._path.name, self._file_rows, size))
-        self.staging.add_file(self._path)
-        self._writer, self._path, self._file_rows = None, None, 0
-
-    def close(self) -> list[ManifestFile]:
-        self._flush_row_group()
-        if self._writer is None and not self.files:
-            # An empty partition still gets one file, so readers see its schema and checks see 0.
-            self._open_file()
-        if self._writer is not None:
-            self._close_file()
-        return self.files
-
-
-def publish_batches(
-    table: Table,
-    day: date,
-    store: BronzeStore,
-    batches: Iterable[pa.RecordBatch],
-    *,
-    source: str,
-    replicator: str,
-    row_group_rows: int = ROW_GROUP_ROWS,
-    max_file_bytes: int = MAX_FILE_BYTES,
-) -> Manifest:
-    """Write ``batches`` (already in the table's schema) as partition ``day``'s new version and
-    publish it, all or nothing. The staging place exists before the first batch is pulled, so a
-    missing bucket fails before a single source row is read."""
-    with store.staging(table, day) as staging:
-        writer = PartitionWriter(
-            table, staging, row_group_rows=row_group_rows, max_file_bytes=max_file_bytes
-        )
-        for batch in batches:
-            writer.write(batch)
-        files = writer.close()
-        manifest = Manifest(
-            table=table.name,
-            partition=f"{day:%Y-%m-%d}",
-            rows=sum(f.rows for f in files),
-            files=tuple(files),
-            source=source,
-            replicator=replicator,
-        )
-        staging.publish(manifest)
-    return manifest
 
 
 def conform(
@@ -295,17 +224,23 @@ class EmbeddedReplicator:
     name: str = "embedded"
 
     def sync(
-        self, table: Table, day: date, source: MySQLEndpoint, store: BronzeStore
+        self,
+        table: Table,
+        day: date,
+        source: MySQLEndpoint,
+        store: BronzeStore,
+        publisher: Publisher | None = None,
     ) -> SyncResult:
         ensure_day_is_over(table, day)
         started = time.monotonic()
         preflight(table, source)
+        publisher = publisher or default_publisher(table, day, source, self.log)
         self.log(
             f"{table.name} {day:%Y-%m-%d}: reading from {source.display} "
             f"into {store.partition_url(table, day)}"
         )
         batches = stream_batches(source, table.select_sql(day), self.batch_rows)
-        manifest = publish_batches(
+        outcome = write_audit_publish(
             table,
             day,
             store,
@@ -313,6 +248,7 @@ class EmbeddedReplicator:
                 conform(batch, table.arrow_schema)
                 for batch in self._with_progress(batches, table, day, started)
             ),
+            publisher,
             source=source.display,
             replicator=self.name,
             row_group_rows=self.row_group_rows,
@@ -320,13 +256,14 @@ class EmbeddedReplicator:
         )
         seconds = time.monotonic() - started
         result = SyncResult.of(
-            manifest,
+            outcome,
             seconds=seconds,
             source=source.display,
             bronze_url=store.partition_url(table, day),
         )
         self.log(
-            f"{table.name} {day:%Y-%m-%d}: published {result.rows:,} rows in {result.files} "
+            f"{table.name} {day:%Y-%m-%d}: {result.outcome_word} {result.rows:,} rows in "
+            f"{result.files} "
             f"file(s), {result.bytes / 1e6:.1f} MB, {seconds:.1f} s "
             f"({result.rows_per_second:,.0f} rows/s)"
         )

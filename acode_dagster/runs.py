@@ -41,6 +41,17 @@ def local_instance_yaml(settings: Settings) -> str:
 telemetry:
   enabled: false
 concurrency:
+  runs:
+    # The instance's run coordinator is Dagster's default, the queue the daemon dequeues.
+    tag_concurrency_limits:
+      # One run per partition: a schedule run, a backfill and a catch-up of the same day wait
+      # in the queue for each other instead of meeting at the partition's lease. Runs that do
+      # not go through the queue (`dagster asset materialize`, `acode sync`) are held apart by
+      # the lease itself (acode_dagster/bronze/lease.py).
+      - key: dagster/partition
+        value:
+          applyLimitPerUniqueValue: true
+        limit: 1
   pools:
     # ACODE_SOURCE_CONCURRENCY. Every bronze sync is a step in the pool {SOURCE_POOL}, so at most
     # this many read the source at once, whether the schedule, a backfill, the catch-up or the

@@ -95,6 +95,26 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ACODE_RETRY_BASE_S", "30", "first wait before retrying a sync that lost its server"),
     Setting("ACODE_RETRIES", "4", "retries of such a sync (waits double each time)"),
     Setting(
+        "ACODE_LEASE_TTL_S",
+        "120",
+        "a writer's lease on a partition expires when not renewed for this long (a crashed writer)",
+    ),
+    Setting(
+        "ACODE_LEASE_WAIT_S",
+        "600",
+        "a writer waits this long for a partition another writer holds, then fails (and retries)",
+    ),
+    Setting(
+        "ACODE_QUARANTINE_RETENTION_DAYS",
+        "30",
+        "a quarantined version is swept this many days after it was quarantined",
+    ),
+    Setting(
+        "ACODE_STAGING_MAX_AGE_H",
+        "24",
+        "staging left by a killed writer is swept after this many hours (never under a live lease)",
+    ),
+    Setting(
         "AIRBYTE_REST_API_BASE_URL",
         "",
         "airbyte mode: Airbyte's public API, e.g. http://airbyte:8000/api/public/v1",
@@ -168,6 +188,10 @@ class Settings:
     catchup_days: int = 7
     retry_base_s: float = 30.0
     retries: int = 4
+    lease_ttl_s: float = 120.0
+    lease_wait_s: float = 600.0
+    quarantine_retention_days: float = 30.0
+    staging_max_age_h: float = 24.0
     airbyte: AirbyteSettings | None = None
     """Set when ``ACODE_REPLICATOR=airbyte``."""
 
@@ -233,6 +257,12 @@ class Settings:
             catchup_days=int(_number(env, "ACODE_CATCHUP_DAYS", 7, minimum=0)),
             retry_base_s=_number(env, "ACODE_RETRY_BASE_S", 30, minimum=0),
             retries=int(_number(env, "ACODE_RETRIES", 4, minimum=0)),
+            lease_ttl_s=_number(env, "ACODE_LEASE_TTL_S", 120, minimum=1),
+            lease_wait_s=_number(env, "ACODE_LEASE_WAIT_S", 600, minimum=0),
+            quarantine_retention_days=_number(
+                env, "ACODE_QUARANTINE_RETENTION_DAYS", 30, minimum=0
+            ),
+            staging_max_age_h=_number(env, "ACODE_STAGING_MAX_AGE_H", 24, minimum=0),
             airbyte=AirbyteSettings.from_env(env, bronze_url) if replicator == "airbyte" else None,
         )
 

@@ -23,10 +23,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from acode_dagster.bronze.publish import publish_batches
 from acode_dagster.bronze.store import LocalStore, Manifest, ManifestFile
 from acode_dagster.demo.generator import Anomalies, generate_rows
 from acode_dagster.quality import PartitionStats, null_share, schema, unique_key, volume
-from acode_dagster.replicator import publish_batches
 from acode_dagster.tables import FISCAL_LINES, NFE_COMPLEMENTS, PRODUCTS, TABLES, Table
 
 DAY = date(2026, 11, 20)
@@ -246,7 +246,9 @@ def _write_raw(
             pq.write_table(data, path, row_group_size=100, write_statistics=statistics)
             listed.append(ManifestFile(path.name, data.num_rows, path.stat().st_size))
         rows = sum(f.rows for f in listed)
-        staging.publish(Manifest(table.name, day.isoformat(), rows, tuple(listed), "s", "t"))
+        staging.publish(
+            Manifest(table.name, day.isoformat(), rows, tuple(listed), "s", "t"), lambda: None
+        )
 
 
 @pytest.mark.parametrize("described_first", [True, False], ids=["described-first", "bare-first"])

@@ -259,9 +259,13 @@ def staged_files(store: BronzeStore) -> int:
 
 
 def test_a_sync_killed_mid_write_leaves_the_previous_version(
-    source: Any, store: BronzeStore
+    source: Any, store: BronzeStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """SIGKILL between staging and publish: nothing partial is visible, the killed writer's
+    lease expires (ACODE_LEASE_TTL_S, inherited by the child), and the next sync succeeds."""
     from acode_dagster.demo.loader import load_days
+
+    monkeypatch.setenv("ACODE_LEASE_TTL_S", "3")
 
     load_days(
         source.endpoint("primary", admin=True),
@@ -292,6 +296,11 @@ def test_a_sync_killed_mid_write_leaves_the_previous_version(
     assert [n for n in store.visible_files(FISCAL_LINES, KILL_DAY) if n.endswith(".parquet")] == [
         f.name for f in previous.manifest.files
     ]
-    again = EmbeddedReplicator().sync(FISCAL_LINES, KILL_DAY, endpoint, store)
-    assert again.rows == previous.rows
+    held = store.lease_records(FISCAL_LINES, KILL_DAY).read()
+    assert held is not None, "the killed writer held the partition's lease"
+    logged: list[str] = []
+    again = EmbeddedReplicator(log=logged.append).sync(FISCAL_LINES, KILL_DAY, endpoint, store)
+    assert any("took over the expired lease" in line for line in logged), logged
+    assert again.rows == previous.rows and again.published
+    assert store.lease_records(FISCAL_LINES, KILL_DAY).read() is None
     assert len(bronze_rows(store, FISCAL_LINES, KILL_DAY)) == previous.rows

@@ -44,8 +44,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
+from acode_dagster.bronze.publish import publish_batches  # noqa: E402
 from acode_dagster.bronze.store import LocalStore, Manifest  # noqa: E402
-from acode_dagster.replicator import EmbeddedReplicator, publish_batches  # noqa: E402
+from acode_dagster.replicator import EmbeddedReplicator  # noqa: E402
 from acode_dagster.tables import FISCAL_LINES  # noqa: E402
 
 TABLE = FISCAL_LINES

@@ -1,4 +1,5 @@
-"""The bronze layer on a local folder or on S3: the fixed layout and the all-or-nothing publish.
+"""The bronze layer on a local folder or on S3: the fixed layout, staging, the publish swap and
+quarantine.
 
 Layout (fixed, downstream readers depend on it)::
 
@@ -6,15 +7,35 @@ Layout (fixed, downstream readers depend on it)::
         file_<table>_001.parquet, file_<table>_002.parquet, ..., _SUCCESS
 
 A partition is visible only with its ``_SUCCESS`` marker, a JSON manifest naming its files and
-rows, written last. Writers first build the whole new version in a staging place that readers
-ignore (names starting with ``.`` or ``_``, which Spark, pyarrow and Athena skip), so a run killed
-while writing leaves the previous version untouched. The swap itself is short: two renames on a
-folder; on S3, remove the marker, server-side copy the staged objects in, delete the stale ones,
-write the marker.
+rows, written last. Everything else this module keeps lives beside the partitions under names
+that readers skip (a leading ``.`` or ``_``, which Spark, pyarrow, Hive, Athena and Glue ignore):
+
+    <table>/.staging-cog_dt_ingestion=D-<id>/        a version being written (folder)
+    <table>/_staging/cog_dt_ingestion=D/<id>/         a version being written (S3)
+    <table>/_quarantine/cog_dt_ingestion=D/<version>/ a version that failed its audit
+    <table>/_leases/cog_dt_ingestion=D.json           who writes D now (acode_dagster.bronze.lease)
+
+A new version is written whole into staging, audited there, and only then swapped in
+(:meth:`Staging.publish`) or moved to quarantine (:meth:`Staging.quarantine`), so a run killed
+at any point leaves the previous version untouched.
+
+What a reader that ignores ``_SUCCESS`` sees during the swap:
+
+- on a folder, the swap is two renames (old version aside, new version in): between them the
+  partition folder is absent for a moment; it is never a mix of two versions.
+- on S3 there is no multi-object rename. The marker is deleted first (marker-respecting readers
+  see the partition absent), the new files are server-side copied over the same names all at
+  once (in parallel), the old version's surplus files are deleted in one request, and the marker
+  is written. For the length of those copies (about a second for a 512 MB file inside one
+  region) a reader listing the folder can see new files beside old ones of other numbers; an
+  Athena query or a Glue crawl should therefore read partitions through the marker or run away
+  from the sync window (the daily schedule's 02:00).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -22,6 +43,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
@@ -34,27 +56,53 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from acode_dagster.errors import BronzeError, ConfigError
-from acode_dagster.tables import BRONZE_DATABASE, BRONZE_ORIGIN, Table
+from acode_dagster.tables import BRONZE_DATABASE, BRONZE_ORIGIN, Table, get_table
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+    from acode_dagster.bronze.lease import LeaseRecords
+
 log = logging.getLogger(__name__)
 
+STAGING_DIR = "_staging"
+QUARANTINE_DIR = "_quarantine"
+LEASE_DIR = "_leases"
+QUARANTINE_RECORD = "_QUARANTINE.json"
 SUCCESS_MARKER = "_SUCCESS"
 PARTITION_COLUMN = "cog_dt_ingestion"
+_COPY_THREADS = 8
+
+Fence = Callable[[], None]
+"""Called before each step of a publish; raises when this writer no longer holds the lease."""
 
 
 def table_prefix(table: Table) -> str:
     return f"origin={BRONZE_ORIGIN}/database={BRONZE_DATABASE}/{table.name}"
 
 
+def partition_folder(day: date) -> str:
+    return f"{PARTITION_COLUMN}={day:%Y-%m-%d}"
+
+
 def partition_prefix(table: Table, day: date) -> str:
-    return f"{table_prefix(table)}/{PARTITION_COLUMN}={day:%Y-%m-%d}"
+    return f"{table_prefix(table)}/{partition_folder(day)}"
 
 
 def file_name(table: Table, number: int) -> str:
     return f"file_{table.name}_{number:03d}.parquet"
+
+
+def _day_in(name: str) -> date | None:
+    """The day of a ``cog_dt_ingestion=YYYY-MM-DD`` folder name (or a name that contains one)."""
+    marker = f"{PARTITION_COLUMN}="
+    start = name.find(marker)
+    if start < 0:
+        return None
+    try:
+        return date.fromisoformat(name[start + len(marker) : start + len(marker) + 10])
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -77,6 +125,8 @@ class Manifest:
     replicator: str
     published_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     version: str = field(default_factory=lambda: uuid.uuid4().hex)
+    note: str = ""
+    """How the version got here when it was not a plain sync (a release from quarantine)."""
 
     @property
     def bytes(self) -> int:
@@ -92,16 +142,91 @@ class Manifest:
         return cls(**raw)
 
 
-class Staging(Protocol):
+@dataclass(frozen=True)
+class Quarantined:
+    """A version that failed a blocking check: its manifest and its check results, kept outside
+    the published layout until it is released, discarded or swept."""
+
+    manifest: Manifest
+    checks: tuple[dict[str, Any], ...]
+    """Each check's name, outcome, severity, measured figure and threshold, as audited."""
+    quarantined_at: str
+    by: str
+    url: str = ""
+    """Where it is kept (filled in when read back)."""
+
+    @property
+    def table(self) -> str:
+        return self.manifest.table
+
+    @property
+    def day(self) -> date:
+        return date.fromisoformat(self.manifest.partition)
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @property
+    def failed(self) -> list[str]:
+        return [str(c["check"]) for c in self.checks if c.get("outcome") != "PASS"]
+
+    def to_json(self) -> str:
+        raw = {
+            "manifest": json.loads(self.manifest.to_json()),
+            "checks": list(self.checks),
+            "quarantined_at": self.quarantined_at,
+            "by": self.by,
+        }
+        return json.dumps(raw, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, url: str) -> Quarantined:
+        raw = json.loads(text)
+        return cls(
+            manifest=Manifest.from_json(json.dumps(raw["manifest"])),
+            checks=tuple(raw["checks"]),
+            quarantined_at=raw["quarantined_at"],
+            by=raw["by"],
+            url=url,
+        )
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """Staging of a writer that never finished (killed, or its clean-up failed)."""
+
+    table: str
+    day: date | None
+    url: str
+    modified: datetime
+    bytes: int
+
+
+class VersionFiles(Protocol):
+    """The files of one version of a partition, wherever they are kept."""
+
+    def footers(self) -> list[pq.FileMetaData]:
+        """Each file's Parquet footer (schema, row groups, statistics), without the data."""
+
+    def read(self, columns: Sequence[str] | None = None) -> pa.Table:
+        """The version's rows (only ``columns`` when given)."""
+
+
+class Staging(VersionFiles, Protocol):
     """A new version of one partition being written. Files are written into :attr:`workdir`."""
 
     workdir: Path
+    url: str
 
     def add_file(self, path: Path) -> None:
         """``path`` (inside workdir) is complete; the store may move it off local disk now."""
 
-    def publish(self, manifest: Manifest) -> None:
+    def publish(self, manifest: Manifest, fence: Fence) -> None:
         """Make the staged version the visible one, replacing any previous version."""
+
+    def quarantine(self, record: Quarantined) -> str:
+        """Keep the staged version (with ``record``) outside the published layout; its URL."""
 
 
 class BronzeStore(Protocol):
@@ -126,8 +251,29 @@ class BronzeStore(Protocol):
         """The Parquet footer of each published file: schema, row groups and their statistics,
         read without the data (a range read of the file's tail on S3)."""
 
+    def published(self, table: Table, day: date) -> VersionFiles:
+        """The published version's files (what its manifest names); BronzeError when absent."""
+
     def visible_files(self, table: Table, day: date) -> list[str]:
         """Every object or file under the partition, marker included, published or not."""
+
+    def lease_records(self, table: Table, day: date) -> LeaseRecords:
+        """Where the lease of (table, day) is kept (:mod:`acode_dagster.bronze.lease`)."""
+
+    def quarantined(self, table: Table, day: date | None = None) -> list[Quarantined]:
+        """The quarantined versions of ``table`` (of ``day`` only, when given), oldest first."""
+
+    def quarantined_files(self, entry: Quarantined) -> VersionFiles: ...
+
+    def release(self, entry: Quarantined, manifest: Manifest, fence: Fence) -> None:
+        """Publish a quarantined version as ``manifest`` and remove it from quarantine."""
+
+    def discard(self, entry: Quarantined) -> None: ...
+
+    def leftovers(self, table: Table) -> list[Leftover]:
+        """Staging left behind by writers that did not finish."""
+
+    def remove(self, leftover: Leftover) -> None: ...
 
     def probe(self, timeout_s: float) -> None:
         """Write a small object under ``_probe/`` (which readers skip), read it back and delete
@@ -164,6 +310,33 @@ def open_store(url: str, *, setting: str = "ACODE_BRONZE_URL") -> BronzeStore:
     return LocalStore(Path(where))
 
 
+class _Files:
+    """Files of one version on a pyarrow filesystem (published, staged or quarantined)."""
+
+    def __init__(self, fs: pafs.FileSystem, paths: Sequence[str], schema: pa.Schema):
+        self.fs = fs
+        self.paths = list(paths)
+        self.schema = schema
+
+    def footers(self) -> list[pq.FileMetaData]:
+        footers = []
+        for path in self.paths:
+            with self.fs.open_input_file(path) as handle:
+                footers.append(pq.read_metadata(handle))
+        return footers
+
+    def read(self, columns: Sequence[str] | None = None) -> pa.Table:
+        schema = self.schema
+        if columns is not None:
+            schema = pa.schema([schema.field(c) for c in columns])
+        if not self.paths:
+            return schema.empty_table()
+        wanted = list(columns) if columns is not None else None
+        return pa.concat_tables(
+            pq.read_table(p, filesystem=self.fs, columns=wanted) for p in self.paths
+        )
+
+
 class _PublishedFiles:
     """Reads of a published version, shared by the stores: only what the manifest names."""
 
@@ -179,33 +352,31 @@ class _PublishedFiles:
     def _base(self, table: Table, day: date) -> str:
         raise NotImplementedError
 
-    def _published(self, table: Table, day: date) -> list[str]:
+    def published(self, table: Table, day: date) -> _Files:
         manifest = self.manifest(table, day)
         if manifest is None:
             raise BronzeError(f"partition {self.partition_url(table, day)} is not published")
         base = self._base(table, day)
-        return [f"{base}/{f.name}" for f in manifest.files]
+        paths = [f"{base}/{f.name}" for f in manifest.files]
+        return _Files(self._filesystem(), paths, table.arrow_schema)
 
     def read_partition(
         self, table: Table, day: date, columns: Sequence[str] | None = None
     ) -> pa.Table:
-        paths = self._published(table, day)
-        schema = table.arrow_schema
-        if columns is not None:
-            schema = pa.schema([schema.field(c) for c in columns])
-        if not paths:
-            return schema.empty_table()
-        fs = self._filesystem()
-        wanted = list(columns) if columns is not None else None
-        return pa.concat_tables(pq.read_table(p, filesystem=fs, columns=wanted) for p in paths)
+        return self.published(table, day).read(columns)
 
     def footers(self, table: Table, day: date) -> list[pq.FileMetaData]:
-        fs = self._filesystem()
-        footers = []
-        for path in self._published(table, day):
-            with fs.open_input_file(path) as handle:
-                footers.append(pq.read_metadata(handle))
-        return footers
+        return self.published(table, day).footers()
+
+
+def _parquet_names(names: Sequence[str]) -> list[str]:
+    return sorted(n for n in names if n.endswith(".parquet"))
+
+
+def _schema_of(name: str) -> pa.Schema:
+    from acode_dagster.tables import get_table
+
+    return get_table(name).arrow_schema
 
 
 class LocalStore(_PublishedFiles):
@@ -214,6 +385,9 @@ class LocalStore(_PublishedFiles):
     def __init__(self, root: Path):
         self.root = root
         self.url = str(root)
+
+    def _table_dir(self, table: Table) -> Path:
+        return self.root / table_prefix(table)
 
     def _dir(self, table: Table, day: date) -> Path:
         return self.root / partition_prefix(table, day)
@@ -234,7 +408,7 @@ class LocalStore(_PublishedFiles):
         # Same folder as the final one, so the publish is a rename on one filesystem.
         work = final.parent / f".staging-{final.name}-{uuid.uuid4().hex[:12]}"
         work.mkdir()
-        staging = _LocalStaging(work, final)
+        staging = _LocalStaging(self, table, work, final)
         try:
             yield staging
         finally:
@@ -256,6 +430,80 @@ class LocalStore(_PublishedFiles):
     def visible_files(self, table: Table, day: date) -> list[str]:
         folder = self._dir(table, day)
         return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+    def lease_records(self, table: Table, day: date) -> LeaseRecords:
+        return FileLeaseRecords(
+            self._table_dir(table) / LEASE_DIR / f"{partition_folder(day)}.json"
+        )
+
+    def swap_in(self, folder: Path, final: Path, manifest: Manifest, fence: Fence) -> None:
+        """Make ``folder`` (a complete version) the partition ``final``, marker last."""
+        marker = folder / SUCCESS_MARKER
+        marker.write_text(manifest.to_json())
+        _fsync(marker)
+        _fsync(folder)
+        fence()
+        trash = final.parent / f".trash-{final.name}-{uuid.uuid4().hex[:12]}"
+        # rename() cannot replace a non-empty folder, so the old version steps aside first;
+        # a kill between the two renames leaves the partition absent, never mixed.
+        if final.exists():
+            final.rename(trash)
+        folder.rename(final)
+        _fsync(final.parent)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def quarantined(self, table: Table, day: date | None = None) -> list[Quarantined]:
+        base = self._table_dir(table) / QUARANTINE_DIR
+        days = [base / partition_folder(day)] if day else sorted(base.glob(f"{PARTITION_COLUMN}=*"))
+        found = []
+        for folder in days:
+            for record in folder.glob(f"*/{QUARANTINE_RECORD}"):
+                try:
+                    found.append(Quarantined.from_json(record.read_text(), str(record.parent)))
+                except FileNotFoundError:
+                    continue  # released or discarded meanwhile
+        return sorted(found, key=lambda q: q.quarantined_at)
+
+    def quarantined_files(self, entry: Quarantined) -> VersionFiles:
+        folder = Path(entry.url)
+        paths = [str(folder / f.name) for f in entry.manifest.files]
+        return _Files(self._filesystem(), paths, _schema_of(entry.table))
+
+    def release(self, entry: Quarantined, manifest: Manifest, fence: Fence) -> None:
+        folder = Path(entry.url)
+        table = get_table(entry.table)
+        # The record goes first: a folder half-way through a release is a leftover for the
+        # sweep, never a version someone could release twice.
+        (folder / QUARANTINE_RECORD).unlink()
+        self.swap_in(folder, self._dir(table, entry.day), manifest, fence)
+
+    def discard(self, entry: Quarantined) -> None:
+        shutil.rmtree(entry.url, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            Path(entry.url).parent.rmdir()
+
+    def leftovers(self, table: Table) -> list[Leftover]:
+        base = self._table_dir(table)
+        found = []
+        candidates = [*base.glob(".staging-*"), *base.glob(".trash-*")]
+        # A release interrupted after its record was removed.
+        candidates += [
+            p
+            for p in base.glob(f"{QUARANTINE_DIR}/*/*")
+            if p.is_dir() and not (p / QUARANTINE_RECORD).exists()
+        ]
+        for path in candidates:
+            try:
+                stat = path.stat()
+                size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+            except OSError:
+                continue
+            modified = datetime.fromtimestamp(stat.st_mtime, UTC)
+            found.append(Leftover(table.name, _day_in(str(path)), str(path), modified, size))
+        return found
+
+    def remove(self, leftover: Leftover) -> None:
+        shutil.rmtree(leftover.url, ignore_errors=True)
 
     def prepare_probe(self, timeout_s: float) -> Callable[[], None]:
         return lambda: self.probe(timeout_s)
@@ -296,28 +544,108 @@ class LocalStore(_PublishedFiles):
 
 
 class _LocalStaging:
-    def __init__(self, workdir: Path, final: Path):
+    def __init__(self, store: LocalStore, table: Table, workdir: Path, final: Path):
+        self.store = store
+        self.table = table
         self.workdir = workdir
         self.final = final
+        self.url = str(workdir)
+
+    def _files(self) -> _Files:
+        names = _parquet_names([p.name for p in self.workdir.iterdir()])
+        paths = [str(self.workdir / n) for n in names]
+        return _Files(pafs.LocalFileSystem(), paths, self.table.arrow_schema)
+
+    def footers(self) -> list[pq.FileMetaData]:
+        return self._files().footers()
+
+    def read(self, columns: Sequence[str] | None = None) -> pa.Table:
+        return self._files().read(columns)
 
     def add_file(self, path: Path) -> None:
         _fsync(path)
 
-    def publish(self, manifest: Manifest) -> None:
-        marker = self.workdir / SUCCESS_MARKER
-        marker.write_text(manifest.to_json())
-        _fsync(marker)
-        _fsync(self.workdir)
-        trash = self.final.parent / f".trash-{self.final.name}-{uuid.uuid4().hex[:12]}"
-        # rename() cannot replace a non-empty folder, so the old version steps aside first;
-        # a kill between the two renames leaves the partition absent, never mixed.
-        if self.final.exists():
-            self.final.rename(trash)
-        self.workdir.rename(self.final)
-        _fsync(self.final.parent)
-        shutil.rmtree(trash, ignore_errors=True)
-        for leftover in self.final.parent.glob(f".trash-{self.final.name}-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+    def publish(self, manifest: Manifest, fence: Fence) -> None:
+        self.store.swap_in(self.workdir, self.final, manifest, fence)
+
+    def quarantine(self, record: Quarantined) -> str:
+        kept = (
+            self.store._table_dir(self.table)
+            / QUARANTINE_DIR
+            / self.final.name
+            / record.manifest.version
+        )
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        (self.workdir / QUARANTINE_RECORD).write_text(record.to_json())
+        self.workdir.rename(kept)
+        return str(kept)
+
+
+class FileLeaseRecords:
+    """A lease record in a file, swapped under ``flock`` on a lock file beside it; the tag is
+    a hash of the record's bytes (every record holds a fresh token and time, so none repeats)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.where = str(path)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        import fcntl
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise BronzeError(
+                f"cannot open the lease {self.path}: {exc.strerror}; check the bronze folder's "
+                "permissions"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _tag(body: bytes) -> str:
+        return hashlib.sha256(body).hexdigest()
+
+    def _current(self) -> bytes | None:
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def _write(self, body: bytes) -> str:
+        partial = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}")
+        partial.write_bytes(body)
+        _fsync(partial)
+        partial.replace(self.path)
+        return self._tag(body)
+
+    def create(self, body: bytes) -> str | None:
+        with self._locked():
+            return None if self.path.exists() else self._write(body)
+
+    def read(self) -> tuple[bytes, str] | None:
+        body = self._current()
+        return None if body is None else (body, self._tag(body))
+
+    def swap(self, body: bytes, tag: str) -> str | None:
+        with self._locked():
+            current = self._current()
+            if current is None or self._tag(current) != tag:
+                return None
+            return self._write(body)
+
+    def delete(self, tag: str) -> bool:
+        with self._locked():
+            current = self._current()
+            if current is None or self._tag(current) != tag:
+                return False
+            self.path.unlink()
+            return True
 
 
 def _fsync(path: Path) -> None:
@@ -333,7 +661,12 @@ def s3_client() -> S3Client:
     import boto3
     from botocore.config import Config
 
-    config = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5)
+    config = Config(
+        retries={"max_attempts": 5, "mode": "standard"},
+        connect_timeout=5,
+        # The publish copies files in parallel on one client.
+        max_pool_connections=_COPY_THREADS * 2,
+    )
     return boto3.session.Session().client("s3", config=config)
 
 
@@ -358,13 +691,16 @@ class S3Store(_PublishedFiles):
     def partition_url(self, table: Table, day: date) -> str:
         return f"s3://{self.bucket}/{self._key(partition_prefix(table, day))}"
 
-    def _list(self, prefix: str) -> list[str]:
-        keys: list[str] = []
+    def _objects(self, prefix: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
         paginator = self.client.get_paginator("list_objects_v2")
         with _s3_errors(self.bucket):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-                keys.extend(obj["Key"] for obj in page.get("Contents", []))
-        return keys
+                found.extend(dict(obj) for obj in page.get("Contents", []))
+        return found
+
+    def _list(self, prefix: str) -> list[str]:
+        return [obj["Key"] for obj in self._objects(prefix)]
 
     @contextmanager
     def staging(self, table: Table, day: date) -> Iterator[_S3Staging]:
@@ -372,30 +708,27 @@ class S3Store(_PublishedFiles):
             # Fail before reading a single source row when the bucket is missing or forbidden.
             self.client.head_bucket(Bucket=self.bucket)
         staged_prefix = self._key(
-            table_prefix(table),
-            "_staging",
-            f"{PARTITION_COLUMN}={day:%Y-%m-%d}",
-            uuid.uuid4().hex[:12],
+            table_prefix(table), STAGING_DIR, partition_folder(day), uuid.uuid4().hex[:12]
         )
         with tempfile.TemporaryDirectory(prefix="acode-bronze-") as tmp:
-            staging = _S3Staging(
-                self, Path(tmp), staged_prefix, self._key(partition_prefix(table, day))
-            )
+            staging = _S3Staging(self, table, day, Path(tmp), staged_prefix)
             try:
                 yield staging
             finally:
                 staging.discard_staged()
 
-    def manifest(self, table: Table, day: date) -> Manifest | None:
-        key = self._key(partition_prefix(table, day), SUCCESS_MARKER)
+    def _get(self, key: str) -> bytes | None:
         try:
             with _s3_errors(self.bucket):
-                body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+                return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except BronzeError as exc:
             if "NoSuchKey" in str(exc) or "404" in str(exc):
                 return None
             raise
-        return Manifest.from_json(body.decode())
+
+    def manifest(self, table: Table, day: date) -> Manifest | None:
+        body = self._get(self._key(partition_prefix(table, day), SUCCESS_MARKER))
+        return None if body is None else Manifest.from_json(body.decode())
 
     def _filesystem(self) -> pafs.FileSystem:
         # The same standard variables boto3 reads, so both clients see the same S3.
@@ -408,9 +741,130 @@ class S3Store(_PublishedFiles):
     def _base(self, table: Table, day: date) -> str:
         return f"{self.bucket}/{self._key(partition_prefix(table, day))}"
 
+    def _files(self, prefix: str, names: Sequence[str], table_name: str) -> _Files:
+        paths = [f"{self.bucket}/{prefix}/{n}" for n in names]
+        return _Files(self._filesystem(), paths, _schema_of(table_name))
+
     def visible_files(self, table: Table, day: date) -> list[str]:
         prefix = self._key(partition_prefix(table, day)) + "/"
         return sorted(k[len(prefix) :] for k in self._list(prefix))
+
+    def lease_records(self, table: Table, day: date) -> LeaseRecords:
+        key = self._key(table_prefix(table), LEASE_DIR, f"{partition_folder(day)}.json")
+        return S3LeaseRecords(self, key)
+
+    def copy_in(
+        self,
+        source_prefix: str,
+        names: Sequence[str],
+        final_prefix: str,
+        manifest: Manifest,
+        fence: Fence,
+    ) -> None:
+        """Make the objects ``source_prefix/<names>`` the partition ``final_prefix``."""
+        client, bucket = self.client, self.bucket
+        marker = f"{final_prefix}/{SUCCESS_MARKER}"
+        fence()
+        with _s3_errors(bucket):
+            client.delete_object(Bucket=bucket, Key=marker)
+        self._copy(source_prefix, names, final_prefix)
+        keep = {f"{final_prefix}/{name}" for name in names}
+        stale = [k for k in self._list(final_prefix + "/") if k not in keep]
+        fence()
+        with _s3_errors(bucket):
+            _delete_keys(client, bucket, stale)
+            client.put_object(
+                Bucket=bucket,
+                Key=marker,
+                Body=manifest.to_json().encode(),
+                ContentType="application/json",
+            )
+
+    def _copy(self, source_prefix: str, names: Sequence[str], target_prefix: str) -> None:
+        """Server-side copies, all at once: the swap's window is one file's copy, not all."""
+
+        def one(name: str) -> None:
+            with _s3_errors(self.bucket):
+                self.client.copy(
+                    {"Bucket": self.bucket, "Key": f"{source_prefix}/{name}"},
+                    self.bucket,
+                    f"{target_prefix}/{name}",
+                )
+
+        with ThreadPoolExecutor(max_workers=_COPY_THREADS) as pool:
+            for done in [pool.submit(one, name) for name in names]:
+                done.result()
+
+    def _quarantine_prefix(self, table_name: str, day: date, version: str = "") -> str:
+        return "/".join(
+            p
+            for p in (
+                self._key(f"origin={BRONZE_ORIGIN}/database={BRONZE_DATABASE}/{table_name}"),
+                QUARANTINE_DIR,
+                partition_folder(day),
+                version,
+            )
+            if p
+        )
+
+    def _prefix_of(self, url: str) -> str:
+        return url.removeprefix(f"s3://{self.bucket}/")
+
+    def quarantined(self, table: Table, day: date | None = None) -> list[Quarantined]:
+        base = self._key(table_prefix(table), QUARANTINE_DIR) + "/"
+        if day is not None:
+            base += partition_folder(day) + "/"
+        found = []
+        for key in self._list(base):
+            if key.endswith(f"/{QUARANTINE_RECORD}"):
+                body = self._get(key)
+                if body is not None:
+                    url = f"s3://{self.bucket}/{key.rsplit('/', 1)[0]}"
+                    found.append(Quarantined.from_json(body.decode(), url))
+        return sorted(found, key=lambda q: q.quarantined_at)
+
+    def quarantined_files(self, entry: Quarantined) -> VersionFiles:
+        names = [f.name for f in entry.manifest.files]
+        return self._files(self._prefix_of(entry.url), names, entry.table)
+
+    def release(self, entry: Quarantined, manifest: Manifest, fence: Fence) -> None:
+        final = self._key(
+            f"origin={BRONZE_ORIGIN}/database={BRONZE_DATABASE}/{entry.table}",
+            partition_folder(entry.day),
+        )
+        names = [f.name for f in manifest.files]
+        self.copy_in(self._prefix_of(entry.url), names, final, manifest, fence)
+        self.discard(entry)
+
+    def discard(self, entry: Quarantined) -> None:
+        prefix = self._prefix_of(entry.url)
+        # The record first, so a discard cut short is a leftover, not a half-listed entry.
+        with _s3_errors(self.bucket):
+            self.client.delete_object(Bucket=self.bucket, Key=f"{prefix}/{QUARANTINE_RECORD}")
+            _delete_keys(self.client, self.bucket, self._list(prefix + "/"))
+
+    def leftovers(self, table: Table) -> list[Leftover]:
+        base = self._key(table_prefix(table), STAGING_DIR) + "/"
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for obj in self._objects(base):
+            # <base>cog_dt_ingestion=D/<id>/<file>
+            head = "/".join(obj["Key"][len(base) :].split("/")[:2])
+            groups.setdefault(head, []).append(obj)
+        return [
+            Leftover(
+                table.name,
+                _day_in(head),
+                f"s3://{self.bucket}/{base}{head}",
+                max(o["LastModified"] for o in objs),
+                sum(int(o.get("Size", 0)) for o in objs),
+            )
+            for head, objs in groups.items()
+        ]
+
+    def remove(self, leftover: Leftover) -> None:
+        prefix = self._prefix_of(leftover.url)
+        with _s3_errors(self.bucket):
+            _delete_keys(self.client, self.bucket, self._list(prefix + "/"))
 
     def probe(self, timeout_s: float) -> None:
         self.prepare_probe(timeout_s)()
@@ -477,12 +931,23 @@ class S3Store(_PublishedFiles):
 
 
 class _S3Staging:
-    def __init__(self, store: S3Store, workdir: Path, staged_prefix: str, final_prefix: str):
+    def __init__(self, store: S3Store, table: Table, day: date, workdir: Path, staged_prefix: str):
         self.store = store
+        self.table = table
+        self.day = day
         self.workdir = workdir
         self.staged_prefix = staged_prefix
-        self.final_prefix = final_prefix
+        self.url = f"s3://{store.bucket}/{staged_prefix}"
         self.staged: list[str] = []
+
+    def _files(self) -> _Files:
+        return self.store._files(self.staged_prefix, self.staged, self.table.name)
+
+    def footers(self) -> list[pq.FileMetaData]:
+        return self._files().footers()
+
+    def read(self, columns: Sequence[str] | None = None) -> pa.Table:
+        return self._files().read(columns)
 
     def add_file(self, path: Path) -> None:
         key = f"{self.staged_prefix}/{path.name}"
@@ -492,34 +957,88 @@ class _S3Staging:
         # Local disk holds one file at a time, whatever the partition's size.
         path.unlink()
 
-    def publish(self, manifest: Manifest) -> None:
-        client, bucket = self.store.client, self.store.bucket
-        marker = f"{self.final_prefix}/{SUCCESS_MARKER}"
-        with _s3_errors(bucket):
-            client.delete_object(Bucket=bucket, Key=marker)
-            for name in self.staged:
-                client.copy(
-                    {"Bucket": bucket, "Key": f"{self.staged_prefix}/{name}"},
-                    bucket,
-                    f"{self.final_prefix}/{name}",
-                )
-            keep = {f"{self.final_prefix}/{name}" for name in self.staged}
-            stale = [k for k in self.store._list(self.final_prefix + "/") if k not in keep]
-            _delete_keys(client, bucket, stale)
-            client.put_object(
-                Bucket=bucket,
-                Key=marker,
-                Body=manifest.to_json().encode(),
+    def publish(self, manifest: Manifest, fence: Fence) -> None:
+        final = self.store._key(partition_prefix(self.table, self.day))
+        self.store.copy_in(self.staged_prefix, self.staged, final, manifest, fence)
+
+    def quarantine(self, record: Quarantined) -> str:
+        kept = self.store._quarantine_prefix(self.table.name, self.day, record.manifest.version)
+        self.store._copy(self.staged_prefix, self.staged, kept)
+        with _s3_errors(self.store.bucket):
+            # The record last: a quarantine cut short is not listed as one.
+            self.store.client.put_object(
+                Bucket=self.store.bucket,
+                Key=f"{kept}/{QUARANTINE_RECORD}",
+                Body=record.to_json().encode(),
                 ContentType="application/json",
             )
+        return f"s3://{self.store.bucket}/{kept}"
 
     def discard_staged(self) -> None:
         try:
             keys = self.store._list(self.staged_prefix + "/")
             _delete_keys(self.store.client, self.store.bucket, keys)
         except BronzeError as exc:
-            # Leftovers under _staging/ are invisible to readers; a failed clean-up is not fatal.
+            # Leftovers under _staging/ are invisible to readers and swept later.
             log.warning("could not remove staged objects under %s: %s", self.staged_prefix, exc)
+
+
+_CONDITION_FAILED = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
+_ABSENT = frozenset({"NoSuchKey", "404"})
+
+
+class S3LeaseRecords:
+    """A lease record in one S3 object, changed only by conditional requests (the ETag is the
+    tag): S3 performs the compare-and-swap, so it holds across machines."""
+
+    def __init__(self, store: S3Store, key: str):
+        self.store = store
+        self.key = key
+        self.where = f"s3://{store.bucket}/{key}"
+
+    def _conditional(self, call: Callable[[], Any], tolerated: frozenset[str]) -> Any:
+        from botocore.exceptions import ClientError
+
+        try:
+            with _s3_errors(self.store.bucket, passthrough=tolerated):
+                return call()
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in tolerated:
+                return None
+            raise
+
+    def create(self, body: bytes) -> str | None:
+        put = self._conditional(
+            lambda: self.store.client.put_object(
+                Bucket=self.store.bucket, Key=self.key, Body=body, IfNoneMatch="*"
+            ),
+            _CONDITION_FAILED,
+        )
+        return None if put is None else str(put["ETag"])
+
+    def read(self) -> tuple[bytes, str] | None:
+        got = self._conditional(
+            lambda: self.store.client.get_object(Bucket=self.store.bucket, Key=self.key), _ABSENT
+        )
+        return None if got is None else (got["Body"].read(), str(got["ETag"]))
+
+    def swap(self, body: bytes, tag: str) -> str | None:
+        put = self._conditional(
+            lambda: self.store.client.put_object(
+                Bucket=self.store.bucket, Key=self.key, Body=body, IfMatch=tag
+            ),
+            _CONDITION_FAILED | _ABSENT,
+        )
+        return None if put is None else str(put["ETag"])
+
+    def delete(self, tag: str) -> bool:
+        done = self._conditional(
+            lambda: self.store.client.delete_object(
+                Bucket=self.store.bucket, Key=self.key, IfMatch=tag
+            ),
+            _CONDITION_FAILED | _ABSENT,
+        )
+        return done is not None
 
 
 def _delete_keys(client: S3Client, bucket: str, keys: list[str]) -> None:
@@ -531,8 +1050,9 @@ def _delete_keys(client: S3Client, bucket: str, keys: list[str]) -> None:
 
 
 @contextmanager
-def _s3_errors(bucket: str) -> Iterator[None]:
-    """S3 failures as BronzeError naming the bucket and the likely fix (no credentials shown)."""
+def _s3_errors(bucket: str, passthrough: frozenset[str] = frozenset()) -> Iterator[None]:
+    """S3 failures as BronzeError naming the bucket and the likely fix (no credentials shown);
+    errors whose code is in ``passthrough`` are answers the caller expects, and pass as they are."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
@@ -540,6 +1060,8 @@ def _s3_errors(bucket: str) -> Iterator[None]:
     except ClientError as exc:
         error = exc.response.get("Error", {})
         code = str(error.get("Code", "?"))
+        if code in passthrough:
+            raise
         hints = {
             "NoSuchBucket": "the bucket does not exist: create it or fix ACODE_BRONZE_URL",
             "404": "the bucket or object does not exist: create the bucket or fix ACODE_BRONZE_URL",

@@ -10,6 +10,9 @@ from dagster_airbyte import AirbyteWorkspace
 from pydantic import Field
 
 from acode_dagster.airbyte import AirbyteConnections, AirbyteReplicator, probe_both
+from acode_dagster.bronze.lease import DEFAULT_TTL_S, DEFAULT_WAIT_S, LeasePolicy
+from acode_dagster.bronze.publish import ROW_GROUP_ROWS
+from acode_dagster.bronze.quarantine import SweepPolicy
 from acode_dagster.bronze.store import BronzeStore, open_store
 from acode_dagster.defs.alerts.resources import AlertingResource
 from acode_dagster.defs.redundancy.resources import RedundancyResource
@@ -17,7 +20,7 @@ from acode_dagster.errors import ConfigError
 from acode_dagster.landing import Landing
 from acode_dagster.mysql import MySQLEndpoint
 from acode_dagster.probes import ProbeResult, ProbeSettings
-from acode_dagster.replicator import BATCH_ROWS, ROW_GROUP_ROWS, EmbeddedReplicator, Replicator
+from acode_dagster.replicator import BATCH_ROWS, EmbeddedReplicator, Replicator
 from acode_dagster.routing import BACKUP, PRIMARY, Role
 from acode_dagster.settings import AirbyteSettings, Settings
 
@@ -60,10 +63,27 @@ class AcodeSourcesResource(dg.ConfigurableResource):
 
 
 class BronzeResource(dg.ConfigurableResource):
-    """The primary and backup bronze roots (a folder or s3://bucket[/prefix])."""
+    """The primary and backup bronze roots (a folder or s3://bucket[/prefix]), and how their
+    writers share a partition."""
 
     primary_url: str
     backup_url: str
+    lease_ttl_s: float = Field(default=DEFAULT_TTL_S, description="ACODE_LEASE_TTL_S")
+    lease_wait_s: float = Field(default=DEFAULT_WAIT_S, description="ACODE_LEASE_WAIT_S")
+    quarantine_retention_days: float = 30.0
+    staging_max_age_h: float = 24.0
+
+    def lease_policy(self) -> LeasePolicy:
+        return LeasePolicy(ttl_s=self.lease_ttl_s, wait_s=self.lease_wait_s)
+
+    def sweep_policy(self) -> SweepPolicy:
+        return SweepPolicy(
+            staging_max_age=timedelta(hours=self.staging_max_age_h),
+            quarantine_retention=timedelta(days=self.quarantine_retention_days),
+        )
+
+    def stores(self) -> dict[Role, BronzeStore]:
+        return {PRIMARY: self.store(PRIMARY), BACKUP: self.store(BACKUP)}
 
     def store(self, role: Role) -> BronzeStore:
         if role == PRIMARY:
@@ -191,7 +211,12 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             ),
         ),
         "bronze": BronzeResource(
-            primary_url=settings.bronze_url, backup_url=settings.bronze_backup_url
+            primary_url=settings.bronze_url,
+            backup_url=settings.bronze_backup_url,
+            lease_ttl_s=settings.lease_ttl_s,
+            lease_wait_s=settings.lease_wait_s,
+            quarantine_retention_days=settings.quarantine_retention_days,
+            staging_max_age_h=settings.staging_max_age_h,
         ),
         "replicator": ReplicatorResource(
             kind=settings.replicator,

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
+from acode_dagster.bronze.publish import PartitionWriter, publish_batches
 from acode_dagster.bronze.store import (
     SUCCESS_MARKER,
     BronzeStore,
@@ -19,7 +20,6 @@ from acode_dagster.bronze.store import (
     partition_prefix,
 )
 from acode_dagster.errors import BronzeError, ConfigError
-from acode_dagster.replicator import PartitionWriter, publish_batches
 from acode_dagster.tables import NFE_COMPLEMENTS as TABLE
 
 DAY = date(2026, 11, 20)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pytest
 
 from acode_dagster.bronze.store import LocalStore
 from acode_dagster.defs.alerts.resources import AlertingResource
@@ -17,6 +18,7 @@ from acode_dagster.defs.bronze.sensors import freshness_tick
 from acode_dagster.defs.resources import build_resources
 from acode_dagster.demo.generator import Anomalies
 from acode_dagster.demo.loader import load_days
+from acode_dagster.errors import SourceError
 from acode_dagster.quality import evaluate_partition
 from acode_dagster.replicator import EmbeddedReplicator
 from acode_dagster.settings import Settings
@@ -147,7 +149,12 @@ def test_reconciliation_counts_on_the_server_the_sync_read(
     backup = mariadb_pair.endpoint("backup")
     EmbeddedReplicator().sync(FISCAL_LINES, RECONCILED, backup, store)
 
-    verdicts = {v.check: v for v in evaluate_partition(FISCAL_LINES, RECONCILED, store, backup, [])}
+    verdicts = {
+        v.check: v
+        for v in evaluate_partition(
+            FISCAL_LINES, RECONCILED, store.published(FISCAL_LINES, RECONCILED), backup, []
+        )
+    }
     assert all(v.passed for v in verdicts.values()), verdicts
     assert verdicts["reconciliation"].metadata["server"] == backup.display
     assert verdicts["schema"].metadata["source_checked"] == "yes"
@@ -161,7 +168,9 @@ def test_reconciliation_counts_on_the_server_the_sync_read(
                 f"VALUES (990000001, '{RECONCILED}', '{RECONCILED} 12:00:00')"
             )
         mariadb_pair.wait_replica_caught_up()
-        late = evaluate_partition(FISCAL_LINES, RECONCILED, store, backup, [])
+        late = evaluate_partition(
+            FISCAL_LINES, RECONCILED, store.published(FISCAL_LINES, RECONCILED), backup, []
+        )
         reconciliation = next(v for v in late if v.check == "reconciliation")
         assert not reconciliation.passed and reconciliation.severity == "ERROR"
         assert reconciliation.metadata["difference"] == -1
@@ -171,9 +180,11 @@ def test_reconciliation_counts_on_the_server_the_sync_read(
         connection.close()
 
 
-def test_a_dead_source_fails_reconciliation_with_the_reason(
+def test_a_dead_source_cannot_be_reconciled_so_the_audit_raises_transient(
     mariadb_pair: Any, tmp_path: Path
 ) -> None:
+    """Reconciliation blocks: a version whose source cannot be counted is neither published
+    nor quarantined; the audit raises the source's transient error and the run retries."""
     load_days(
         mariadb_pair.endpoint("primary", admin=True), [RECONCILED], rows={FISCAL_LINES.name: 500}
     )
@@ -181,11 +192,7 @@ def test_a_dead_source_fails_reconciliation_with_the_reason(
     primary = mariadb_pair.endpoint("primary")
     EmbeddedReplicator().sync(FISCAL_LINES, RECONCILED, primary, store)
     nowhere = primary.__class__(host="127.0.0.1", port=9, user="acode", database="x")
-    verdicts = {
-        v.check: v for v in evaluate_partition(FISCAL_LINES, RECONCILED, store, nowhere, [])
-    }
-    assert not verdicts["reconciliation"].passed
-    assert "unreachable" in verdicts["reconciliation"].measured
-    # The bronze half of the schema check still answers.
-    assert verdicts["schema"].passed and verdicts["schema"].metadata["source_checked"] == "no"
-    assert verdicts["null_share"].passed and verdicts["unique_key"].passed
+    files = store.published(FISCAL_LINES, RECONCILED)
+    with pytest.raises(SourceError, match="unreachable") as raised:
+        evaluate_partition(FISCAL_LINES, RECONCILED, files, nowhere, [])
+    assert raised.value.transient

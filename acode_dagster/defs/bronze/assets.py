@@ -4,6 +4,8 @@ from collections.abc import Iterator
 
 import dagster as dg
 
+from acode_dagster.bronze.lease import Holder
+from acode_dagster.bronze.publish import Publisher, blocking_failures
 from acode_dagster.defs.bronze.checks import (
     GROUP,
     bronze_key,
@@ -103,9 +105,18 @@ def build_bronze_asset(table: Table) -> dg.AssetsDefinition:
         context.log.info(
             f"route: source={route.source} ({source.address}), bucket={route.bucket} ({store.url})"
         )
+        # Audited in staging on the store and server this run uses, whatever the route says by
+        # the time the audit runs.
+        history = row_count_history(context.instance, table, day)
+        publisher = Publisher(
+            holder=Holder.here(context.run.run_id, purpose=_purpose(context)),
+            audit=lambda files: evaluate_partition(table, day, files, source, history),
+            lease=bronze.lease_policy(),
+            log=context.log.info,
+        )
         try:
             sync = replicator.build(context.log.info, route.source).sync
-            result = sync(table, day, source, store)
+            result = sync(table, day, source, store, publisher)
         except AcodeError as exc:
             attempt = context.retry_number
             if not exc.transient or attempt >= replicator.retries:
@@ -117,17 +128,50 @@ def build_bronze_asset(table: Table) -> dg.AssetsDefinition:
                 "route then in force"
             )
             raise dg.RetryRequested(max_retries=replicator.retries, seconds_to_wait=wait) from exc
-        yield dg.MaterializeResult(
-            metadata=materialization_metadata(result, route.source, route.bucket, source.address)
-        )
-        # Checked on the store and server this run used, whatever the route says by now.
-        history = row_count_history(context.instance, table, day)
-        for verdict in evaluate_partition(table, day, store, source, history):
+        if result.published:
+            yield dg.MaterializeResult(
+                metadata=materialization_metadata(
+                    result, route.source, route.bucket, source.address
+                )
+            )
+        for verdict in result.verdicts:
             log = context.log.info if verdict.passed else context.log.warning
             log(f"check {verdict.check} {verdict.outcome}: {verdict.measured}")
-            yield check_result(verdict)
+            yield check_result(verdict, result)
+        if not result.published:
+            failed = ", ".join(
+                f"{v.check} ({v.measured})" for v in blocking_failures(result.verdicts)
+            )
+            raise dg.Failure(
+                description=(
+                    f"{table.name} {day:%Y-%m-%d}: the new version {result.manifest.version} "
+                    f"failed {failed}. It is quarantined at {result.kept_at}; the published "
+                    "version is unchanged. Review it with `acode quarantine show "
+                    f"{table.name} {day:%Y-%m-%d}`; publish it anyway with `acode quarantine "
+                    "release ... --reason '...'`, or drop it with `acode quarantine discard`"
+                ),
+                metadata={
+                    "bronze_version": dg.MetadataValue.text("quarantined"),
+                    "quarantine_url": dg.MetadataValue.text(result.kept_at),
+                },
+                allow_retries=False,
+            )
 
     return bronze_asset
+
+
+def _purpose(context: dg.AssetExecutionContext) -> str:
+    """How the run was launched, for whoever waits for its lease."""
+    tags = context.run.tags
+    for tag, what in (
+        ("dagster/backfill", "backfill"),
+        ("dagster/schedule_name", "schedule"),
+        ("dagster/sensor_name", "sensor"),
+        ("acode/launched_by", ""),
+    ):
+        if tag in tags:
+            return f"{what} {tags[tag]}".strip()
+    return "sync"
 
 
 bronze_assets = [build_bronze_asset(table) for table in TABLES]

@@ -1,7 +1,9 @@
 """The bronze asset checks in Dagster's terms: specs, results and what they read from the instance.
 
-The partition checks run inside each bronze asset's step, right after the partition is published,
-so they add no step (and no process) to a run and they check the server the sync actually read.
+The partition checks run inside each bronze asset's step on the version while it is staged,
+before it is published (write, audit, publish: ``acode_dagster.bronze.publish``), so they add no
+step (and no process) to a run and they check the server the sync actually read. A version with a
+blocking ERROR goes to quarantine instead of the published layout; its results say so.
 They are partitioned check specs, so every evaluation is recorded against its partition and the
 UI plots their figures over partitions. ``freshness`` is a check of the table as a whole; the
 freshness sensor records it without a run, and it can also be executed from the UI.
@@ -14,11 +16,11 @@ from dagster._core.events import DagsterEventType
 
 from acode_dagster import quality
 from acode_dagster.defs.bronze.partitions import daily_partitions
-from acode_dagster.quality import FRESHNESS_CHECK, PARTITION_CHECKS, Verdict
+from acode_dagster.quality import BLOCKING_CHECKS, FRESHNESS_CHECK, PARTITION_CHECKS, Verdict
+from acode_dagster.replicator import SyncResult
 from acode_dagster.tables import TABLES, Table
 
 GROUP = "bronze_acode"
-BLOCKING_CHECKS = frozenset(spec.name for spec in PARTITION_CHECKS if spec.blocking)
 
 
 def bronze_key(table: Table) -> dg.AssetKey:
@@ -38,11 +40,18 @@ def partition_check_specs(table: Table) -> list[dg.AssetCheckSpec]:
     ]
 
 
-def check_result(verdict: Verdict) -> dg.AssetCheckResult:
+def check_result(verdict: Verdict, synced: SyncResult | None = None) -> dg.AssetCheckResult:
+    """``synced``: the version the verdict judged, so the result says whether it was published
+    or quarantined (and where it is)."""
     metadata: dict[str, dg.MetadataValue] = {
         "measured": dg.MetadataValue.text(verdict.measured),
         "threshold": dg.MetadataValue.text(verdict.threshold),
     }
+    if synced is not None:
+        metadata["bronze_version"] = dg.MetadataValue.text(synced.outcome_word)
+        metadata["version"] = dg.MetadataValue.text(synced.manifest.version)
+        if not synced.published:
+            metadata["quarantine_url"] = dg.MetadataValue.text(synced.kept_at)
     for name, value in verdict.metadata.items():
         if isinstance(value, bool) or not isinstance(value, int | float):
             metadata[name] = dg.MetadataValue.text(str(value))
