@@ -141,6 +141,8 @@ class PartitionStats:
                     continue
                 total = nulls.get(name, 0)
                 for group in range(footer.num_row_groups):
+                    if footer.row_group(group).num_rows == 0:
+                        continue  # no rows, no nulls (and writers leave its statistics out)
                     stats = footer.row_group(group).column(index).statistics
                     if total is None or stats is None or not stats.has_null_count:
                         total = None

@@ -123,6 +123,10 @@ class PartitionWriter:
         return sum(f.rows for f in self.files) + self._file_rows + self._pending_rows
 
     def write(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            # An empty row group carries no statistics, which a reader (and null_share) would
+            # take for a file written without them.
+            return
         self._pending.append(batch)
         self._pending_rows += batch.num_rows
         if self._pending_rows >= self.row_group_rows:
