@@ -208,9 +208,18 @@ def test_a_sync_that_loses_its_source_retries_on_the_new_route(
 ) -> None:
     """The run starts with the primary dead; while it waits to retry, the sensor fails over."""
     platform.stack.kill("primary")
-    monkeypatch.setenv("ACODE_RETRY_BASE_S", "3")
+    monkeypatch.setenv("ACODE_RETRY_BASE_S", "8")
     platform.resources = build_resources(Settings.from_env())
-    ticker = threading.Thread(target=lambda: (time.sleep(0.5), platform.tick(2)))
+
+    def fail_over_once_the_step_waits_to_retry() -> None:
+        # Ticking after a fixed sleep raced the run's start on a busy machine: the route could
+        # move before the first attempt read it.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _waiting_to_retry(platform.instance):
+            time.sleep(0.05)
+        platform.tick(2)
+
+    ticker = threading.Thread(target=fail_over_once_the_step_waits_to_retry)
     ticker.start()
     result = platform.materialize(DAYS[0], [bronze_key(FISCAL_LINES)])
     ticker.join()
@@ -218,6 +227,17 @@ def test_a_sync_that_loses_its_source_retries_on_the_new_route(
     assert metadata_of(result)["source_role"] == "backup"
     retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     assert len(retried) == 1
+
+
+def _waiting_to_retry(instance: dg.DagsterInstance) -> bool:
+    records = instance.get_run_records(limit=1)
+    if not records:
+        return False
+    return any(
+        entry.dagster_event is not None
+        and entry.dagster_event.event_type_value == "STEP_UP_FOR_RETRY"
+        for entry in instance.all_logs(records[0].dagster_run.run_id)
+    )
 
 
 def test_a_revoked_bucket_moves_the_bucket_route_and_back(
