@@ -12,11 +12,14 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from datetime import date, timedelta
-from typing import Any
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from acode_dagster.errors import AcodeError, ConfigError
 from acode_dagster.settings import Settings
+
+if TYPE_CHECKING:
+    from acode_dagster.runs import RootProblem
 
 log = logging.getLogger("acode")
 
@@ -82,14 +85,14 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _print_table(rows: list[dict[str, Any]]) -> None:
+def _print_table(rows: list[dict[str, Any]], indent: str = "") -> None:
     if not rows:
         return
     headers = list(rows[0])
     widths = {h: max(len(h), *(len(str(r[h])) for r in rows)) for h in headers}
-    print("  ".join(h.ljust(widths[h]) for h in headers))
+    print(indent + "  ".join(h.ljust(widths[h]) for h in headers))
     for row in rows:
-        print("  ".join(str(row[h]).ljust(widths[h]) for h in headers))
+        print(indent + "  ".join(str(row[h]).ljust(widths[h]) for h in headers))
 
 
 def cmd_quickstart(args: argparse.Namespace, settings: Settings) -> int:
@@ -305,6 +308,193 @@ def _follow(backfill_id: str, url: str) -> int:
     return 0 if result.succeeded else 1
 
 
+def _operator() -> str:
+    """Who runs the command, for the records it leaves: the OS user."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name in the environment nor the password database
+        return "operator"
+
+
+def _when(iso: str) -> str:
+    try:
+        return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except ValueError:
+        return iso
+
+
+def _table_and_day(args: argparse.Namespace) -> tuple[str, date]:
+    from acode_dagster.tables import get_table, parse_partition_key
+
+    try:
+        table = get_table(args.table)
+        day = parse_partition_key(args.day)
+    except ValueError as exc:
+        raise ConfigError(f"{exc} (acode quarantine {args.action} TABLE YYYY-MM-DD)") from None
+    return table.name, day
+
+
+def _warn_unread(problems: Sequence[RootProblem]) -> int:
+    """Tell which roots could not be read; 1 when one could not, so scripts notice."""
+    for problem in problems:
+        print(
+            f"acode: warning: could not read the {problem.role} bronze root {problem.url}: "
+            f"{problem.error}",
+            file=sys.stderr,
+        )
+    return 1 if problems else 0
+
+
+def cmd_quarantine_list(args: argparse.Namespace, settings: Settings) -> int:
+    from acode_dagster.runs import list_quarantined
+
+    listing = list_quarantined(args.tables or ())
+    if not listing.entries:
+        print(f"nothing is in quarantine in {' or '.join(listing.roots)}")
+    _print_table(
+        [
+            {
+                "table": found.entry.table,
+                "day": f"{found.entry.day:%Y-%m-%d}",
+                "version": found.entry.version,
+                "quarantined": _when(found.entry.quarantined_at),
+                "by": found.entry.by,
+                "failed": ", ".join(found.entry.failed) or "-",
+                "rows": found.entry.manifest.rows,
+                "root": found.role,
+                "url": found.entry.url,
+            }
+            for found in listing.entries
+        ]
+    )
+    return _warn_unread(listing.problems)
+
+
+def cmd_quarantine_show(args: argparse.Namespace, settings: Settings) -> int:
+    from acode_dagster.runs import choose_quarantined, list_quarantined
+
+    table, day = _table_and_day(args)
+    listing = list_quarantined([table], day)
+    entries = choose_quarantined(table, day, listing, None)
+    print(f"{table} {day:%Y-%m-%d}: {len(entries)} quarantined version(s)")
+    for found in entries:
+        entry, manifest = found.entry, found.entry.manifest
+        print(f"\nversion {entry.version} ({found.role} root)")
+        print(f"  kept at      {entry.url}")
+        print(f"  quarantined  {_when(entry.quarantined_at)} by {entry.by}")
+        print(f"  read from    {manifest.source} by the {manifest.replicator} replicator")
+        print(
+            f"  rows         {manifest.rows:,} in {len(manifest.files)} file(s), "
+            f"{manifest.bytes / 1e6:.2f} MB"
+        )
+        print("  files:")
+        _print_table(
+            [{"file": f.name, "rows": f.rows, "bytes": f.bytes} for f in manifest.files], "    "
+        )
+        print("  checks:")
+        _print_table(
+            [
+                {
+                    "check": check.get("check", "?"),
+                    "outcome": check.get("outcome", "?"),
+                    "blocking": "yes" if check.get("blocking") else "no",
+                    "measured": check.get("measured", ""),
+                    "threshold": check.get("threshold", ""),
+                }
+                for check in entry.checks
+            ],
+            "    ",
+        )
+        published = listing.published.get((found.role, table))
+        print(
+            "  published now: "
+            + (
+                f"version {published.version}, {published.rows:,} rows, since "
+                f"{_when(published.published_at)}"
+                if published
+                else "nothing (the partition is absent)"
+            )
+        )
+        print(
+            f"  publish it anyway: acode quarantine release {table} {day:%Y-%m-%d} --version "
+            f"{entry.version} --reason '...'\n"
+            f"  throw it away:     acode quarantine discard {table} {day:%Y-%m-%d} --version "
+            f"{entry.version}"
+        )
+    return _warn_unread(listing.problems)
+
+
+def cmd_quarantine_release(args: argparse.Namespace, settings: Settings) -> int:
+    from acode_dagster.runs import ensure_dagster_home, release_quarantined
+
+    table, day = _table_and_day(args)
+    if not (args.reason or "").strip():
+        raise ConfigError(
+            f"a release needs a reason: `acode quarantine release {table} {day:%Y-%m-%d} "
+            "--reason 'nulls confirmed by the fiscal team'`; it is kept in the manifest and on "
+            "the materialization"
+        )
+    home = ensure_dagster_home(settings)
+    by = (args.by or "").strip() or _operator()
+    released = release_quarantined(table, day, reason=args.reason, by=by, version=args.version)
+    manifest = released.manifest
+    print(
+        f"released {table} {day:%Y-%m-%d} version {manifest.version} from quarantine on the "
+        f"{released.role} root: {manifest.rows:,} rows in {len(manifest.files)} file(s) now "
+        f"published at {released.partition_url} (it had failed "
+        f"{', '.join(released.entry.failed) or 'nothing'})"
+    )
+    print(
+        f"recorded as a materialization of partition {day:%Y-%m-%d} in the Dagster instance "
+        f"(DAGSTER_HOME={home}): released by {by}: {args.reason.strip()}"
+    )
+    return 0
+
+
+def cmd_quarantine_discard(args: argparse.Namespace, settings: Settings) -> int:
+    from acode_dagster.runs import discard_quarantined
+
+    table, day = _table_and_day(args)
+    for found in discard_quarantined(table, day, args.version):
+        print(
+            f"discarded {table} {day:%Y-%m-%d} version {found.entry.version} from the "
+            f"{found.role} root ({found.entry.url})"
+        )
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace, settings: Settings) -> int:
+    from acode_dagster.runs import sweep_bronze
+
+    now = datetime.now(UTC)
+    print(
+        f"sweeping staging older than {settings.staging_max_age_h:g} h (ACODE_STAGING_MAX_AGE_H) "
+        f"and quarantine older than {settings.quarantine_retention_days:g} days "
+        "(ACODE_QUARANTINE_RETENTION_DAYS)"
+        + (": dry run, nothing is removed" if args.dry_run else "")
+    )
+    removed = "would remove" if args.dry_run else "removed"
+    failed = 0
+    for root in sweep_bronze(dry_run=args.dry_run, now=now):
+        print(("(dry run) " if args.dry_run else "") + root.summary())
+        if root.report is None:
+            failed += 1
+            continue
+        for leftover in root.report.removed_staging:
+            age = (now - leftover.modified).total_seconds() / 3600
+            print(f"  {removed} staging {leftover.url} ({age:.1f} h old, {leftover.bytes:,} bytes)")
+        for leftover in root.report.kept_live:
+            print(f"  kept staging {leftover.url}: a live lease covers {leftover.day}")
+        for entry in root.report.removed_quarantine:
+            print(
+                f"  {removed} quarantined {entry.table} {entry.day:%Y-%m-%d} version "
+                f"{entry.version} (quarantined {_when(entry.quarantined_at)})"
+            )
+    return 1 if failed else 0
+
+
 DRIFT_COLUMN = "Canal_Venda"
 
 
@@ -461,7 +651,67 @@ def build_parser() -> argparse.ArgumentParser:
         "--follow", metavar="ID", help="follow an existing backfill (from here or the UI) instead"
     )
     backfill.set_defaults(func=cmd_backfill)
+    _add_quarantine_commands(sub)
     return parser
+
+
+def _add_quarantine_commands(sub: Any) -> None:
+    quarantine = sub.add_parser(
+        "quarantine",
+        help="list, show, release or discard versions that failed a blocking check",
+        description="A version that fails a blocking check is kept in quarantine, beside the "
+        "published layout and invisible to its readers, in the bronze root it was written to. "
+        "`acode quarantine list` shows them all (both roots), `show TABLE DAY` one day's with "
+        "every check result, `release TABLE DAY --reason '...'` publishes one anyway (under the "
+        "partition's lease, recorded in Dagster with who and why), `discard TABLE DAY` drops "
+        "them. `acode sweep` removes those past ACODE_QUARANTINE_RETENTION_DAYS.",
+    )
+    actions = quarantine.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="every quarantined version in both roots")
+    listing.add_argument(
+        "--table",
+        dest="tables",
+        action="append",
+        metavar="NAME",
+        help="only this table (repeatable; default: the three)",
+    )
+    listing.set_defaults(func=cmd_quarantine_list)
+    for name, func, help_text in (
+        ("show", cmd_quarantine_show, "one day's quarantined versions: files and check results"),
+        (
+            "release",
+            cmd_quarantine_release,
+            "publish a quarantined version anyway (the newest, or --version)",
+        ),
+        (
+            "discard",
+            cmd_quarantine_discard,
+            "remove a day's quarantined versions (all of them, or --version)",
+        ),
+    ):
+        action = actions.add_parser(name, help=help_text)
+        action.add_argument("table", help="e.g. farmarcas_si_analitico_diario")
+        action.add_argument("day", help="the partition, YYYY-MM-DD")
+        if name != "show":
+            action.add_argument("--version", help="the version (its first characters will do)")
+        if name == "release":
+            action.add_argument(
+                "--reason", help="why it is published anyway (required; kept with the version)"
+            )
+            action.add_argument("--by", help="who releases it (default: the OS user)")
+        action.set_defaults(func=func)
+    sweep = sub.add_parser(
+        "sweep",
+        help="remove staging left by killed writers and expired quarantined versions, both roots",
+        description="What the daily bronze_sweep_job does: staging older than "
+        "ACODE_STAGING_MAX_AGE_H is removed unless a live lease covers its partition (its "
+        "writer may be at work), and quarantined versions older than "
+        "ACODE_QUARANTINE_RETENTION_DAYS are removed.",
+    )
+    sweep.add_argument(
+        "--dry-run", action="store_true", help="show what would be removed; remove nothing"
+    )
+    sweep.set_defaults(func=cmd_sweep)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,13 +9,19 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
+from acode_dagster.bronze.store import Manifest, Quarantined
+from acode_dagster.routing import BACKUP, PRIMARY, Role
 from acode_dagster.settings import Settings
+
+if TYPE_CHECKING:
+    from acode_dagster.defs.bronze.sweep import RootSweep
+    from acode_dagster.defs.resources import BronzeResource
 
 ALERT_CURSOR_KEY = "acode/cli_alert_cursor"
 
@@ -162,8 +168,19 @@ def _summarize(day: date, result: dg.ExecuteInProcessResult) -> RunSummary:
         step_failure = next(
             (e for e in result.all_events if e.event_type_value == "STEP_FAILURE"), None
         )
-        failure = step_failure.message if step_failure else "see the run in the Dagster UI"
+        failure = _failure_text(step_failure) if step_failure else "see the run in the Dagster UI"
     return RunSummary(day, result.run_id, result.success, landed, checks, failure)
+
+
+def _failure_text(event: dg.DagsterEvent) -> str:
+    """The step's own error (a quarantine names where the version is and what to do), rather
+    than Dagster's "Execution of step ... failed."."""
+    data = event.step_failure_data
+    error = data.error if data is not None else None
+    if error is not None and error.message.strip():
+        # Failure's message starts with its class path: drop it.
+        return error.message.strip().removeprefix("dagster._core.definitions.events.Failure: ")
+    return event.message or "see the run in the Dagster UI"
 
 
 def materialize_days(days: Sequence[date]) -> list[RunSummary]:
@@ -553,3 +570,251 @@ def follow_backfill(
                     f"(runs: {progress.runs or 'none yet'})"
                 )
             time.sleep(poll_s)
+
+
+# ------------------------------------------------------------------------------- quarantine
+
+
+@dataclass(frozen=True)
+class QuarantineEntry:
+    """A quarantined version and the bronze root that keeps it."""
+
+    role: Role
+    """The root the version was written to, where a release publishes it."""
+    store_url: str
+    entry: Quarantined
+
+
+@dataclass(frozen=True)
+class RootProblem:
+    """A bronze root that could not be read; the other root's findings still stand."""
+
+    role: Role
+    url: str
+    error: str
+
+
+@dataclass(frozen=True)
+class QuarantineListing:
+    """What both roots hold in quarantine, and which of them could not be read."""
+
+    entries: list[QuarantineEntry]
+    """Oldest first."""
+    problems: list[RootProblem]
+    published: dict[tuple[str, str], Manifest | None] = field(default_factory=dict)
+    """(role, table) -> the published manifest of the day asked for, when a day was asked for."""
+    roots: list[str] = field(default_factory=list)
+    """The URL of each root looked in."""
+
+
+@dataclass(frozen=True)
+class ReleasedVersion:
+    role: Role
+    store_url: str
+    entry: Quarantined
+    """The version as it was in quarantine."""
+    manifest: Manifest
+    """The manifest it was published with (its note says who released it and why)."""
+    partition_url: str
+
+
+def _bronze() -> "BronzeResource":
+    """The ``bronze`` resource, built from the environment as the definitions build it."""
+    from acode_dagster.defs.resources import BronzeResource, build_resources
+
+    bronze = build_resources(Settings.from_env())["bronze"]
+    assert isinstance(bronze, BronzeResource)
+    return bronze
+
+
+def _roots(bronze: "BronzeResource") -> list[tuple[Role, str]]:
+    """``(role, url)`` of each distinct bronze root, primary first (URLs redacted, in case one
+    embeds a credential)."""
+    from acode_dagster.errors import redact
+
+    roots: list[tuple[Role, str]] = [(PRIMARY, redact(bronze.primary_url))]
+    if bronze.backup_url != bronze.primary_url:  # one root named twice is listed once
+        roots.append((BACKUP, redact(bronze.backup_url)))
+    return roots
+
+
+def list_quarantined(table_names: Sequence[str] = (), day: date | None = None) -> QuarantineListing:
+    """Every quarantined version in both bronze roots (of ``table_names`` and ``day`` when
+    given), oldest first. A root that cannot be read is a problem in the listing, not an
+    error: during a bucket outage the other root is what the operator needs to see."""
+    from acode_dagster.errors import AcodeError, ConfigError
+    from acode_dagster.tables import TABLES, get_table
+
+    try:
+        tables = [get_table(name) for name in dict.fromkeys(table_names)] or list(TABLES)
+    except ValueError as exc:
+        raise ConfigError(f"{exc}; name one with --table, or omit it for all") from None
+    entries: list[QuarantineEntry] = []
+    problems: list[RootProblem] = []
+    published: dict[tuple[str, str], Manifest | None] = {}
+    bronze = _bronze()
+    roots: list[str] = []
+    for role, url in _roots(bronze):
+        roots.append(url)
+        try:
+            store = bronze.store(role)
+            found = [
+                QuarantineEntry(role, store.url, entry)
+                for table in tables
+                for entry in store.quarantined(table, day)
+            ]
+            if day is not None:
+                for table in tables:
+                    published[(role, table.name)] = store.manifest(table, day)
+        except (AcodeError, OSError) as exc:
+            # OSError: a local root that is not a folder (a file in its path, no permission).
+            problems.append(RootProblem(role, url, str(exc)))
+            continue
+        entries.extend(found)
+    entries.sort(key=lambda e: e.entry.quarantined_at)
+    return QuarantineListing(entries, problems, published, roots)
+
+
+def _nothing_quarantined(
+    table_name: str, day: date, listing: QuarantineListing, version: str | None
+) -> str:
+    what = f"no version starting with {version!r}" if version else "nothing"
+    where = " or ".join(listing.roots) or "the bronze roots"
+    message = f"{what} of {table_name} {day:%Y-%m-%d} is in quarantine in {where}"
+    if version and listing.entries:
+        have = ", ".join(e.entry.version for e in listing.entries)
+        message += f" (its quarantined versions: {have}); give one of them with --version"
+    else:
+        message += "; `acode quarantine list` shows what is"
+    unread = "; ".join(
+        f"the {p.role} root {p.url} could not be read: {p.error}" for p in listing.problems
+    )
+    return f"{message}{'; ' + unread if unread else ''}"
+
+
+def choose_quarantined(
+    table_name: str, day: date, listing: QuarantineListing, version: str | None
+) -> list[QuarantineEntry]:
+    """The entries of ``listing`` (one table's day) that ``version`` names (a prefix will do),
+    or all of them; BronzeError naming the roots looked in when there are none."""
+    from acode_dagster.errors import BronzeError
+
+    chosen = [e for e in listing.entries if version is None or e.entry.version.startswith(version)]
+    if not chosen:
+        raise BronzeError(_nothing_quarantined(table_name, day, listing, version))
+    if version is not None and len({e.entry.version for e in chosen}) > 1:
+        have = ", ".join(e.entry.version for e in chosen)
+        raise BronzeError(
+            f"--version {version!r} names {len(chosen)} quarantined versions of {table_name} "
+            f"{day:%Y-%m-%d} ({have}); give more of its characters"
+        )
+    return chosen
+
+
+def release_metadata(
+    released: ReleasedVersion, *, by: str, reason: str
+) -> dict[str, dg.MetadataValue]:
+    """The materialization metadata of a release: the asset's own figures (so the UI plots the
+    released partition with the others) and who released what, and why."""
+    manifest = released.manifest
+    url = released.partition_url
+    return {
+        "dagster/row_count": dg.MetadataValue.int(manifest.rows),
+        "bytes": dg.MetadataValue.int(manifest.bytes),
+        "files": dg.MetadataValue.int(len(manifest.files)),
+        "version": dg.MetadataValue.text(manifest.version),
+        "bronze_version": dg.MetadataValue.text("released from quarantine"),
+        "released_by": dg.MetadataValue.text(by),
+        "release_reason": dg.MetadataValue.text(reason),
+        "failed_checks": dg.MetadataValue.text(", ".join(released.entry.failed) or "none"),
+        "quarantined_at": dg.MetadataValue.text(released.entry.quarantined_at),
+        "bronze_url": dg.MetadataValue.url(url) if "://" in url else dg.MetadataValue.path(url),
+        "bucket_role": dg.MetadataValue.text(released.role),
+        "source_server": dg.MetadataValue.text(manifest.source),
+        "replicator": dg.MetadataValue.text(manifest.replicator),
+    }
+
+
+def release_quarantined(
+    table_name: str, day: date, *, reason: str, by: str, version: str | None = None
+) -> ReleasedVersion:
+    """Publish a quarantined version anyway, on the root that keeps it, and record it as a
+    materialization of the bronze asset's partition in the Dagster instance.
+
+    The publish is :func:`acode_dagster.bronze.quarantine.release`: under the partition's lease
+    and through the fenced publish, so it never interleaves with a sync of the same partition.
+    Without ``version`` the newest quarantined version of the day (in either root) is released.
+    """
+    from acode_dagster.bronze import quarantine
+    from acode_dagster.defs.bronze.checks import bronze_key
+    from acode_dagster.errors import AcodeError, ConfigError
+    from acode_dagster.tables import get_table
+
+    table = get_table(table_name)
+    if not reason.strip():
+        raise ConfigError(
+            "a release needs a reason, e.g. `--reason 'nulls confirmed by the fiscal team'`: it "
+            "is kept in the partition's manifest and on its materialization"
+        )
+    reason = reason.strip()
+    bronze = _bronze()
+    listing = list_quarantined([table.name], day)
+    target = choose_quarantined(table.name, day, listing, version)[-1]
+    # The instance first: a Dagster home that cannot be opened fails before anything is
+    # published, not after.
+    with dg.DagsterInstance.get() as instance:
+        store = bronze.store(target.role)
+        entry, manifest = quarantine.release(
+            store,
+            table,
+            day,
+            reason=reason,
+            by=by,
+            policy=bronze.lease_policy(),
+            version=target.entry.version,
+        )
+        released = ReleasedVersion(
+            target.role, store.url, entry, manifest, store.partition_url(table, day)
+        )
+        try:
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(
+                    asset_key=bronze_key(table),
+                    partition=day.isoformat(),
+                    description=manifest.note,
+                    metadata=release_metadata(released, by=by, reason=reason),
+                )
+            )
+        except Exception as exc:
+            raise AcodeError(
+                f"{table.name} {day:%Y-%m-%d}: version {manifest.version} is published at "
+                f"{released.partition_url}, but recording it in the Dagster instance "
+                f"(DAGSTER_HOME={os.environ.get('DAGSTER_HOME')}) failed: {exc}; the release "
+                "stands and only its record in Dagster is missing: check DAGSTER_HOME and the "
+                "instance's storage"
+            ) from exc
+    return released
+
+
+def discard_quarantined(
+    table_name: str, day: date, version: str | None = None
+) -> list[QuarantineEntry]:
+    """Remove the quarantined versions of (table, day) from both roots, or only ``version``."""
+    from acode_dagster.bronze import quarantine
+    from acode_dagster.tables import get_table
+
+    table = get_table(table_name)
+    bronze = _bronze()
+    listing = list_quarantined([table.name], day)
+    chosen = choose_quarantined(table.name, day, listing, version)
+    for found in chosen:
+        quarantine.discard(bronze.store(found.role), table, day, found.entry.version)
+    return chosen
+
+
+def sweep_bronze(*, dry_run: bool = False, now: datetime | None = None) -> list["RootSweep"]:
+    """The sweep of both roots with the settings' policy (``RootSweep`` each), as the daily
+    ``bronze_sweep_job`` does it."""
+    from acode_dagster.defs.bronze.sweep import sweep_roots
+
+    return sweep_roots(_bronze(), dry_run=dry_run, now=now)

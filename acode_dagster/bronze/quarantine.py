@@ -137,7 +137,10 @@ def sweep(
                 store.remove(leftover)
             report.removed_staging.append(leftover)
         for entry in store.quarantined(table):
-            if now - datetime.fromisoformat(entry.quarantined_at) >= policy.quarantine_retention:
+            if now - datetime.fromisoformat(entry.quarantined_at) < policy.quarantine_retention:
+                continue
+            # A live lease may be a release of this very version, half-way through its swap.
+            if not _live_lease(store, table, entry.day, now):
                 if not dry_run:
                     store.discard(entry)
                 report.removed_quarantine.append(entry)

@@ -30,6 +30,7 @@ from acode_dagster.demo.loader import load_days
 from acode_dagster.mysql import MySQLEndpoint
 from acode_dagster.quality import evaluate_partition
 from acode_dagster.replicator import EmbeddedReplicator
+from acode_dagster.runs import _summarize
 from acode_dagster.settings import Settings
 from acode_dagster.tables import FISCAL_LINES, NFE_COMPLEMENTS, PRODUCTS, TABLES, Table
 from acode_dagster_tests.support.alerting import LoopbackSlack
@@ -220,10 +221,10 @@ def test_a_first_sync_that_fails_publishes_nothing_and_freshness_says_so(
         ]
         assert {e.metadata["bronze_version"].value for e in evaluations} == {"quarantined"}
         assert {e.metadata["quarantine_url"].value for e in evaluations} == {kept.url}
-        failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
-        assert "quarantined" in (failure.message or "") or "quarantined" in str(
-            failure.event_specific_data
-        )
+        # What `acode sync` prints of the failed run: where the version is and what to do.
+        failure = _summarize(FIRST_BAD, result).failure or ""
+        assert failure.startswith(f"{FISCAL_LINES.name} {FIRST_BAD}: the new version"), failure
+        assert f"quarantined at {kept.url}" in failure and "acode quarantine release" in failure
 
         freshness = evaluate_freshness(instance, FISCAL_LINES)
         assert not freshness.passed

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pytest
@@ -33,6 +34,11 @@ def test_every_definition_loads() -> None:
     }
     job = defs.resolve_job_def("bronze_acode_job")
     assert job.partitions_def is not None
+    assert {j.name for j in defs.jobs or []} == {"bronze_acode_job", "bronze_sweep_job"}
+    assert {s.name for s in defs.schedules or []} == {
+        "acode_daily_schedule",
+        "bronze_sweep_schedule",
+    }
     assert {s.name for s in defs.sensors or []} == {
         "acode_alert_sensor",
         "acode_freshness_sensor",
@@ -45,6 +51,26 @@ def test_every_definition_loads() -> None:
         "redundancy",
         "alerting",
     }
+
+
+def test_the_sweep_runs_by_default_at_four_in_the_morning_in_sao_paulo() -> None:
+    from acode_dagster.definitions import defs
+
+    schedule = defs.resolve_schedule_def("bronze_sweep_schedule")
+    assert schedule.cron_schedule == "0 4 * * *"
+    assert schedule.execution_timezone == "America/Sao_Paulo"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert schedule.job_name == "bronze_sweep_job"
+    job = defs.resolve_job_def("bronze_sweep_job")
+    assert job.partitions_def is None and "bronze" in job.required_resource_keys
+    fires_at = datetime(2026, 11, 23, 4, 0, tzinfo=ZoneInfo("America/Sao_Paulo"))
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_schedule_context(instance=instance, scheduled_execution_time=fires_at) as context,
+    ):
+        requests = schedule.evaluate_tick(context).run_requests or []
+    # One unpartitioned run of the schedule's own job (a request names no job when it is that).
+    assert [(r.job_name, r.partition_key) for r in requests] == [(None, None)]
 
 
 def test_assets_share_one_daily_partitioning_in_sao_paulo() -> None:

@@ -117,9 +117,8 @@ def _blocking_checks_passed(
 def newest_good_landing(
     instance: dg.DagsterInstance, table: Table, scan: int = 100
 ) -> tuple[str, datetime] | None:
-    """The newest partition whose latest materialization passed its blocking checks, and when
-    it landed. A partition re-written with bad data no longer counts, even if it was good once.
-    """
+    """The newest partition whose latest materialization passed its blocking checks (or was
+    released from quarantine by a person), and when it landed."""
     page = instance.fetch_materializations(bronze_key(table), limit=scan)
     seen: set[str] = set()
     best: tuple[str, datetime] | None = None
@@ -130,7 +129,10 @@ def newest_good_landing(
         seen.add(partition)
         if best is not None and partition <= best[0]:
             continue
-        if _blocking_checks_passed(instance, table, record.run_id, partition):
+        materialization = record.asset_materialization
+        released = materialization is not None and "released_by" in materialization.metadata
+        # A release from quarantine is a person's decision to publish despite the checks.
+        if released or _blocking_checks_passed(instance, table, record.run_id, partition):
             best = (partition, datetime.fromtimestamp(record.timestamp, UTC))
     return best
 
