@@ -122,9 +122,13 @@ def decode(body: bytes) -> LeaseRecord | None:
     """A record, or None for one that cannot be read (a torn write of an older version): such
     a record is treated as expired, so it can never block a partition for good."""
     try:
-        return LeaseRecord.from_json(body)
-    except (ValueError, TypeError, KeyError):
+        record = LeaseRecord.from_json(body)
+        # Its times must be readable too (ISO with an offset, a number of seconds): a record
+        # that parses but whose expiry cannot be computed would otherwise block every writer.
+        record.expired(_now())
+    except (ValueError, TypeError, KeyError, OverflowError):
         return None
+    return record
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,7 @@
-"""moto's S3 server as a real HTTP process on loopback, reached the way production reaches S3."""
+"""moto's S3 server as a real HTTP process on loopback, reached the way production reaches S3.
+
+It runs through :mod:`acode_dagster_tests.support.moto_atomic`, which makes conditional writes
+atomic as S3 does (the bronze lease depends on them)."""
 
 from __future__ import annotations
 
@@ -35,7 +38,17 @@ class MotoServer:
     def start(self) -> None:
         with self.log_path.open("ab") as log_file:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                [
+                    sys.executable,
+                    "-m",
+                    "acode_dagster_tests.support.moto_atomic",
+                    "-H",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                ],
+                # The repository root, so ``-m`` finds the test package from any working folder.
+                cwd=Path(__file__).resolve().parents[2],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
