@@ -46,8 +46,9 @@ stack-stop: sync  ## stop them
 stack-status: sync  ## show them
 	@$(UV) run --no-sync acode stack status
 
-bench: sync  ## replication (embedded and Airbyte), checks and failover-drill benchmarks (bench/README.md; ~20 minutes)
+bench: sync  ## replication (embedded and Airbyte), write-audit-publish, checks and failover-drill benchmarks (bench/README.md; ~30 minutes)
 	@$(UV) run --no-sync python bench/replication.py
+	@$(UV) run --no-sync python bench/audit.py
 	@$(UV) run --no-sync python bench/checks.py
 	@$(UV) run --no-sync python bench/failover_drill.py
 
