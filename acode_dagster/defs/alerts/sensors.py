@@ -163,6 +163,8 @@ def _failure_reason(instance: dg.DagsterInstance, run_id: str) -> str | None:
         error = event.step_failure_data.error if event else None
         if error is not None and error.cls_name == _CHECK_FAILED:
             continue
+        if _quarantined(event):
+            continue  # its failed checks are told, each with where the version is kept
         # Dagster wraps the op's exception; the innermost cause is the one that names the fix.
         while error is not None and error.cause is not None:
             error = error.cause
@@ -175,6 +177,14 @@ def _failure_reason(instance: dg.DagsterInstance, run_id: str) -> str | None:
         return None
     run_failure = instance.all_logs(run_id, of_type=DagsterEventType.RUN_FAILURE)
     return run_failure[-1].user_message if run_failure else "the run failed"
+
+
+def _quarantined(event: dg.DagsterEvent | None) -> bool:
+    """The step failed because its version failed a blocking check and was quarantined."""
+    data = event.step_failure_data if event else None
+    failure = data.user_failure_data if data else None
+    version = failure.metadata.get("bronze_version") if failure else None
+    return version is not None and version.value == "quarantined"
 
 
 def read_failed_runs(
