@@ -72,6 +72,7 @@ def problems(data: dict) -> list[str]:
         "acode_alert_sensor",
         "acode_freshness_sensor",
         "acode_daily_schedule",
+        "bronze_sweep_schedule",
     ):
         if name not in running:
             found.append(f"{name} running")
@@ -91,7 +92,7 @@ def main() -> None:
         if not missing:
             print(
                 "make dev: 3 assets with checks, the quickstart's partitions, 3 sensors and the "
-                "schedule running, the health sensor ticking"
+                "2 schedules running, the health sensor ticking"
             )
             return
         time.sleep(5)
