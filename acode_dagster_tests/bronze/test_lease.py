@@ -207,11 +207,11 @@ def test_a_torn_record_counts_as_expired(records: LeaseRecords, body: bytes) -> 
 
 
 def test_the_heartbeat_keeps_the_lease_alive_past_several_ttls(records: LeaseRecords) -> None:
-    policy = LeasePolicy(ttl_s=1.5, wait_s=0)
+    policy = LeasePolicy(ttl_s=1.0, wait_s=0)
     other = twin(records)
     with hold(records, A, policy, NAME) as held:
         first_renewal = held.record.renewed_at
-        deadline = time.monotonic() + 5 * policy.ttl_s
+        deadline = time.monotonic() + 3 * policy.ttl_s
         refused = 0
         while time.monotonic() < deadline:
             with pytest.raises(LeaseBusy):
@@ -221,7 +221,7 @@ def test_the_heartbeat_keeps_the_lease_alive_past_several_ttls(records: LeaseRec
         held.ensure_held()
         assert held.record.renewed_at > first_renewal
         assert token_in_store(records) == held.record.token
-    assert refused > 10
+    assert refused > 5
     assert records.read() is None, "the lease is released when the block ends"
 
 
