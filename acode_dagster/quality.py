@@ -1,7 +1,8 @@
 """The bronze checks as plain functions: what a partition must satisfy, and how badly it fails.
 
 Every check is a pure function from measured facts to a :class:`Verdict`; the facts come from
-the Parquet footers of the published files (row counts, null counts, the written schema), from
+the Parquet footers of a version's files (the staged version, audited before it is published:
+``acode_dagster.bronze.publish``), its row counts, null counts and written schema, from
 the source's data dictionary and an indexed COUNT, and from earlier partitions' row counts. Only
 the key's uniqueness needs data, and then only the key column. So a check costs about the same
 on 100 rows as on 50 million, and the Dagster layer merely turns verdicts into check results.

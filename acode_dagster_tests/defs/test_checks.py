@@ -81,7 +81,7 @@ def test_a_blocking_failure_fails_the_run_and_does_not_count_as_fresh(
             if not e.passed
         ]
         assert failed == [(FISCAL_LINES.name, "null_share", "ERROR", str(NULLS))]
-        # Written, and marked: the newest partition that counts is the clean one.
+        # Quarantined, never published: the newest partition that counts is the clean one.
         fiscal = newest_good_landing(instance, FISCAL_LINES)
         assert fiscal is not None and fiscal[0] == str(CLEAN)
         complements = newest_good_landing(instance, NFE_COMPLEMENTS)
