@@ -26,6 +26,7 @@ lint: sync  ## ruff, formatting, mypy and `dagster definitions validate`, as CI 
 	@$(UV) run --no-sync ruff check acode_dagster acode_dagster_tests bench
 	@$(UV) run --no-sync ruff format --check acode_dagster acode_dagster_tests bench
 	@$(UV) run --no-sync mypy
+	@mkdir -p $(DAGSTER_HOME)
 	@$(UV) run --no-sync dagster definitions validate -m acode_dagster.definitions
 
 format: sync  ## apply ruff's fixes and formatting
