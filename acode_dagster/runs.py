@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 
 from acode_dagster.bronze.store import Manifest, Quarantined
-from acode_dagster.routing import BACKUP, PRIMARY, Role
+from acode_dagster.routing import Role
 from acode_dagster.settings import Settings
 
 if TYPE_CHECKING:
@@ -627,17 +627,6 @@ def _bronze() -> "BronzeResource":
     return bronze
 
 
-def _roots(bronze: "BronzeResource") -> list[tuple[Role, str]]:
-    """``(role, url)`` of each distinct bronze root, primary first (URLs redacted, in case one
-    embeds a credential)."""
-    from acode_dagster.errors import redact
-
-    roots: list[tuple[Role, str]] = [(PRIMARY, redact(bronze.primary_url))]
-    if bronze.backup_url != bronze.primary_url:  # one root named twice is listed once
-        roots.append((BACKUP, redact(bronze.backup_url)))
-    return roots
-
-
 def list_quarantined(table_names: Sequence[str] = (), day: date | None = None) -> QuarantineListing:
     """Every quarantined version in both bronze roots (of ``table_names`` and ``day`` when
     given), oldest first. A root that cannot be read is a problem in the listing, not an
@@ -654,7 +643,7 @@ def list_quarantined(table_names: Sequence[str] = (), day: date | None = None) -
     published: dict[tuple[str, str], Manifest | None] = {}
     bronze = _bronze()
     roots: list[str] = []
-    for role, url in _roots(bronze):
+    for role, url in bronze.roots():
         roots.append(url)
         try:
             store = bronze.store(role)
@@ -716,22 +705,18 @@ def release_metadata(
 ) -> dict[str, dg.MetadataValue]:
     """The materialization metadata of a release: the asset's own figures (so the UI plots the
     released partition with the others) and who released what, and why."""
+    from acode_dagster.defs.bronze.assets import partition_metadata
+
     manifest = released.manifest
-    url = released.partition_url
     return {
-        "dagster/row_count": dg.MetadataValue.int(manifest.rows),
-        "bytes": dg.MetadataValue.int(manifest.bytes),
-        "files": dg.MetadataValue.int(len(manifest.files)),
-        "version": dg.MetadataValue.text(manifest.version),
+        **partition_metadata(manifest, released.partition_url),
         "bronze_version": dg.MetadataValue.text("released from quarantine"),
         "released_by": dg.MetadataValue.text(by),
         "release_reason": dg.MetadataValue.text(reason),
         "failed_checks": dg.MetadataValue.text(", ".join(released.entry.failed) or "none"),
         "quarantined_at": dg.MetadataValue.text(released.entry.quarantined_at),
-        "bronze_url": dg.MetadataValue.url(url) if "://" in url else dg.MetadataValue.path(url),
         "bucket_role": dg.MetadataValue.text(released.role),
         "source_server": dg.MetadataValue.text(manifest.source),
-        "replicator": dg.MetadataValue.text(manifest.replicator),
     }
 
 
@@ -747,16 +732,11 @@ def release_quarantined(
     """
     from acode_dagster.bronze import quarantine
     from acode_dagster.defs.bronze.checks import bronze_key
-    from acode_dagster.errors import AcodeError, ConfigError
+    from acode_dagster.errors import AcodeError
     from acode_dagster.tables import get_table
 
     table = get_table(table_name)
-    if not reason.strip():
-        raise ConfigError(
-            "a release needs a reason, e.g. `--reason 'nulls confirmed by the fiscal team'`: it "
-            "is kept in the partition's manifest and on its materialization"
-        )
-    reason = reason.strip()
+    reason = quarantine.required_reason(reason)
     bronze = _bronze()
     listing = list_quarantined([table.name], day)
     target = choose_quarantined(table.name, day, listing, version)[-1]
@@ -800,7 +780,6 @@ def discard_quarantined(
     table_name: str, day: date, version: str | None = None
 ) -> list[QuarantineEntry]:
     """Remove the quarantined versions of (table, day) from both roots, or only ``version``."""
-    from acode_dagster.bronze import quarantine
     from acode_dagster.tables import get_table
 
     table = get_table(table_name)
@@ -808,7 +787,7 @@ def discard_quarantined(
     listing = list_quarantined([table.name], day)
     chosen = choose_quarantined(table.name, day, listing, version)
     for found in chosen:
-        quarantine.discard(bronze.store(found.role), table, day, found.entry.version)
+        bronze.store(found.role).discard(found.entry)
     return chosen
 
 

@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from acode_dagster.bronze.lease import Holder, LeasePolicy, decode, hold
 from acode_dagster.bronze.store import BronzeStore, Leftover, Manifest, Quarantined
-from acode_dagster.errors import BronzeError
+from acode_dagster.errors import BronzeError, ConfigError
 from acode_dagster.tables import Table
 
 
@@ -76,8 +76,7 @@ def release(
 ) -> tuple[Quarantined, Manifest]:
     """Publish a quarantined version anyway: under the partition's lease, through the fenced
     publish, its manifest noting who released it and why."""
-    if not reason.strip():
-        raise BronzeError("a release needs a reason (--reason '...'): it is kept with the version")
+    reason = required_reason(reason)
     holder = Holder.here(f"release by {by}", purpose="release from quarantine")
     name = f"{table.name} {day:%Y-%m-%d}"
     with hold(store.lease_records(table, day), holder, policy, name) as lease:
@@ -86,12 +85,22 @@ def release(
             entry.manifest,
             published_at=datetime.now(UTC).isoformat(),
             note=(
-                f"released from quarantine by {by}: {reason.strip()} (it had failed "
+                f"released from quarantine by {by}: {reason} (it had failed "
                 f"{', '.join(entry.failed) or 'nothing'}; quarantined {entry.quarantined_at})"
             ),
         )
         store.release(entry, manifest, lease.ensure_held)
     return entry, manifest
+
+
+def required_reason(reason: str) -> str:
+    """The reason of a release, stripped; ConfigError when there is none."""
+    if not reason.strip():
+        raise ConfigError(
+            "a release needs a reason, e.g. `--reason 'nulls confirmed by the fiscal team'`: it "
+            "is kept in the partition's manifest and on its materialization"
+        )
+    return reason.strip()
 
 
 def discard(

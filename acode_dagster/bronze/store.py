@@ -795,17 +795,8 @@ class S3Store(_PublishedFiles):
             for done in [pool.submit(one, name) for name in names]:
                 done.result()
 
-    def _quarantine_prefix(self, table_name: str, day: date, version: str = "") -> str:
-        return "/".join(
-            p
-            for p in (
-                self._key(f"origin={BRONZE_ORIGIN}/database={BRONZE_DATABASE}/{table_name}"),
-                QUARANTINE_DIR,
-                partition_folder(day),
-                version,
-            )
-            if p
-        )
+    def _quarantine_prefix(self, table: Table, day: date, version: str) -> str:
+        return self._key(table_prefix(table), QUARANTINE_DIR, partition_folder(day), version)
 
     def _prefix_of(self, url: str) -> str:
         return url.removeprefix(f"s3://{self.bucket}/")
@@ -828,10 +819,7 @@ class S3Store(_PublishedFiles):
         return self._files(self._prefix_of(entry.url), names, entry.table)
 
     def release(self, entry: Quarantined, manifest: Manifest, fence: Fence) -> None:
-        final = self._key(
-            f"origin={BRONZE_ORIGIN}/database={BRONZE_DATABASE}/{entry.table}",
-            partition_folder(entry.day),
-        )
+        final = self._key(partition_prefix(get_table(entry.table), entry.day))
         names = [f.name for f in manifest.files]
         self.copy_in(self._prefix_of(entry.url), names, final, manifest, fence)
         self.discard(entry)
@@ -962,7 +950,7 @@ class _S3Staging:
         self.store.copy_in(self.staged_prefix, self.staged, final, manifest, fence)
 
     def quarantine(self, record: Quarantined) -> str:
-        kept = self.store._quarantine_prefix(self.table.name, self.day, record.manifest.version)
+        kept = self.store._quarantine_prefix(self.table, self.day, record.manifest.version)
         self.store._copy(self.staged_prefix, self.staged, kept)
         with _s3_errors(self.store.bucket):
             # The record last: a quarantine cut short is not listed as one.

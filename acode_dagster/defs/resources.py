@@ -16,7 +16,7 @@ from acode_dagster.bronze.quarantine import SweepPolicy
 from acode_dagster.bronze.store import BronzeStore, open_store
 from acode_dagster.defs.alerts.resources import AlertingResource
 from acode_dagster.defs.redundancy.resources import RedundancyResource
-from acode_dagster.errors import ConfigError
+from acode_dagster.errors import ConfigError, redact
 from acode_dagster.landing import Landing
 from acode_dagster.mysql import MySQLEndpoint
 from acode_dagster.probes import ProbeResult, ProbeSettings
@@ -82,8 +82,13 @@ class BronzeResource(dg.ConfigurableResource):
             quarantine_retention=timedelta(days=self.quarantine_retention_days),
         )
 
-    def stores(self) -> dict[Role, BronzeStore]:
-        return {PRIMARY: self.store(PRIMARY), BACKUP: self.store(BACKUP)}
+    def roots(self) -> list[tuple[Role, str]]:
+        """``(role, url)`` of each distinct root, primary first; one root named by both settings
+        is listed once. URLs are redacted, in case one embeds a credential."""
+        roots: list[tuple[Role, str]] = [(PRIMARY, redact(self.primary_url))]
+        if self.backup_url != self.primary_url:
+            roots.append((BACKUP, redact(self.backup_url)))
+        return roots
 
     def store(self, role: Role) -> BronzeStore:
         if role == PRIMARY:

@@ -6,6 +6,7 @@ import dagster as dg
 
 from acode_dagster.bronze.lease import Holder
 from acode_dagster.bronze.publish import Publisher, blocking_failures
+from acode_dagster.bronze.store import Manifest
 from acode_dagster.defs.bronze.checks import (
     GROUP,
     bronze_key,
@@ -36,22 +37,29 @@ def column_schema(table: Table) -> dg.TableSchema:
     )
 
 
+def partition_metadata(manifest: Manifest, url: str) -> dict[str, dg.MetadataValue]:
+    """What every materialization of a partition records of its published version, however it
+    was published (a sync, a release from quarantine), so the UI plots them alike."""
+    return {
+        "dagster/row_count": dg.MetadataValue.int(manifest.rows),
+        "bytes": dg.MetadataValue.int(manifest.bytes),
+        "files": dg.MetadataValue.int(len(manifest.files)),
+        "replicator": dg.MetadataValue.text(manifest.replicator),
+        "bronze_url": dg.MetadataValue.url(url) if "://" in url else dg.MetadataValue.path(url),
+        "version": dg.MetadataValue.text(manifest.version),
+    }
+
+
 def materialization_metadata(
     result: SyncResult, route_source: str, route_bucket: str, server: str
 ) -> dict[str, dg.MetadataValue]:
-    url = result.bronze_url
     return {
-        "dagster/row_count": dg.MetadataValue.int(result.rows),
-        "bytes": dg.MetadataValue.int(result.bytes),
-        "files": dg.MetadataValue.int(result.files),
+        **partition_metadata(result.manifest, result.bronze_url),
         "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
         "rows_per_second": dg.MetadataValue.float(round(result.rows_per_second, 1)),
         "source_server": dg.MetadataValue.text(server),
         "source_role": dg.MetadataValue.text(route_source),
         "bucket_role": dg.MetadataValue.text(route_bucket),
-        "replicator": dg.MetadataValue.text(result.manifest.replicator),
-        "bronze_url": dg.MetadataValue.url(url) if "://" in url else dg.MetadataValue.path(url),
-        "version": dg.MetadataValue.text(result.manifest.version),
         **{key: _metadata_value(value) for key, value in result.extra.items()},
     }
 

@@ -16,8 +16,8 @@ from pydantic import Field
 
 from acode_dagster.bronze.quarantine import SweepReport, sweep
 from acode_dagster.defs.resources import BronzeResource
-from acode_dagster.errors import AcodeError, redact
-from acode_dagster.routing import PRIMARY, ROLES, Role
+from acode_dagster.errors import AcodeError
+from acode_dagster.routing import Role
 from acode_dagster.tables import SOURCE_TIMEZONE, TABLES
 
 
@@ -52,14 +52,9 @@ def sweep_roots(
     reached is reported, not raised, so the other one is still swept."""
     policy = bronze.sweep_policy()
     swept: list[RootSweep] = []
-    seen: set[str] = set()
-    for role in ROLES:
-        url = redact(bronze.primary_url if role == PRIMARY else bronze.backup_url)
+    for role, url in bronze.roots():
         try:
             store = bronze.store(role)
-            if store.url in seen:
-                continue  # both settings name one root: once is enough
-            seen.add(store.url)
             report = sweep(store, TABLES, policy, now, dry_run=dry_run)
         except (AcodeError, OSError) as exc:
             # OSError: a local root that is not a folder (a file in its path, no permission).
