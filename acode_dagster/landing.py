@@ -27,16 +27,21 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from acode_dagster.bronze.keys import (
+    DEFAULT_MEMORY_ROWS,
+    PositionWalk,
+    SortedPositions,
+    first_occurrences,
+    positions,
+)
 from acode_dagster.bronze.store import parse_bronze_url
 from acode_dagster.errors import BronzeError, SourceError
-from acode_dagster.quality import repeated_values
 from acode_dagster.replicator import conform
 from acode_dagster.tables import Table, day_window
 
@@ -204,36 +209,53 @@ class Landing:
         )
         return path
 
-    def cut(self, table: Table, day: date) -> DayCut:
+    def cut(self, table: Table, day: date, *, memory_rows: int = DEFAULT_MEMORY_ROWS) -> DayCut:
         """Partition ``day`` as landed: counted now (key column only), streamed on demand.
 
-        Both passes read the landed files row group by row group, skipping the groups whose
-        ``Data_Processamento`` statistics lie outside the day, and keep the day's rows of each.
-        The first reads only the key and cursor columns, to count the day's distinct rows and
-        find the keys landed more than once; the second (:meth:`DayCut.batches`) streams the rows
-        and keeps the first of each repeated key. Memory is the key column of one day plus a
-        batch, never the day's rows. A snapshot table takes every landed row (overwrite leaves
-        only the last sync's).
+        Each landed file's footer is read once, here; both passes read the row groups whose
+        ``Data_Processamento`` statistics may hold the day, row group by row group, and keep the
+        day's rows of each. The first pass reads only the key and cursor columns and numbers the
+        day's rows in landed order; :func:`~acode_dagster.bronze.keys.first_occurrences` finds,
+        in bounded memory (``memory_rows`` keys; the rest spills to a temporary folder), the
+        positions of the rows whose key an earlier row had. The second (:meth:`DayCut.batches`)
+        streams the rows and drops those positions, so the first landed row of each key is kept.
+        Memory is a batch and ``memory_rows`` keys, never the day's rows or keys. A snapshot
+        table takes every landed row (overwrite leaves only the last sync's).
         """
-        scan = _DayScan(self.filesystem(), tuple(self.files(table)), table, day)
+        scan = _DayScan.open(self.filesystem(), self.files(table), table, day)
         key_type = table.arrow_schema.field(table.key).type
         # Cast to the key's own type as they come (a BIGINT lands as text): 8 bytes a row.
-        keys = pa.chunked_array(
-            [batch.column(table.key).cast(key_type) for batch in scan.batches([table.key])],
-            type=key_type,
+        keys = (batch.column(table.key).cast(key_type) for batch in scan.batches([table.key]))
+        found = first_occurrences(
+            keys, key_type=key_type, column=table.key, memory_rows=memory_rows
         )
-        duplicates, repeated = repeated_values(keys)
-        stats = LandingStats(files=len(scan.files), landed_rows=len(keys), duplicates=duplicates)
-        return DayCut(table, scan, repeated, stats)
+        stats = LandingStats(
+            files=len(scan.files), landed_rows=found.count.rows, duplicates=found.count.duplicates
+        )
+        return DayCut(table, scan, found.later, stats)
 
     def day_batches(
-        self, table: Table, day: date, batch_rows: int, stats: list[LandingStats] | None = None
+        self,
+        table: Table,
+        day: date,
+        batch_rows: int,
+        stats: list[LandingStats] | None = None,
+        *,
+        memory_rows: int = DEFAULT_MEMORY_ROWS,
     ) -> Iterator[pa.RecordBatch]:
         """:meth:`cut` and stream in one call; ``stats`` receives the cut's figures."""
-        cut = self.cut(table, day)
+        cut = self.cut(table, day, memory_rows=memory_rows)
         if stats is not None:
             stats.append(cut.stats)
         return cut.batches(batch_rows)
+
+
+@dataclass(frozen=True)
+class _LandedFile:
+    path: str
+    footer: pq.FileMetaData
+    groups: tuple[int, ...]
+    """The row groups whose cursor statistics may hold the day (all of them for a snapshot)."""
 
 
 @dataclass(frozen=True)
@@ -242,49 +264,70 @@ class _DayScan:
 
     Not Arrow's dataset scanner: it reads ahead several row groups of every column whatever its
     readahead options say (measured: 400 MB of batches in flight for a 2M-row landing), where
-    this holds one batch."""
+    this holds one batch. Each file's footer is read once (:meth:`open`) and handed to every
+    later open of the file, so a pass costs no footer read."""
 
     filesystem: pafs.FileSystem
-    files: tuple[str, ...]
+    files: tuple[_LandedFile, ...]
     table: Table
     day: date
 
+    @classmethod
+    def open(
+        cls, filesystem: pafs.FileSystem, paths: Sequence[str], table: Table, day: date
+    ) -> _DayScan:
+        files = []
+        for path in paths:
+            with filesystem.open_input_file(path) as handle:
+                footer = pq.read_metadata(handle)
+            groups = tuple(
+                g for g in range(footer.num_row_groups) if _may_hold_day(footer, g, table, day)
+            )
+            files.append(_LandedFile(path, footer, groups))
+        return cls(filesystem, tuple(files), table, day)
+
     def batches(self, columns: Sequence[str], batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+        for landed in self.files:
+            if landed.groups:
+                yield from self._file_batches(landed, columns, batch_rows)
+
+    def _file_batches(
+        self, landed: _LandedFile, columns: Sequence[str], batch_rows: int
+    ) -> Iterator[pa.RecordBatch]:
+        # A generator of its own, so one file's reader and last batch are gone when it ends,
+        # before the next file's reader is made.
         cursor = self.table.partition_column
         wanted = list(dict.fromkeys([*columns, *([cursor] if cursor else [])]))
         start, end = day_window(self.day)
-        for path in self.files:
-            with self.filesystem.open_input_file(path) as handle:
-                parquet = pq.ParquetFile(handle, pre_buffer=False)
-                groups = [
-                    g for g in range(parquet.num_row_groups) if self._may_hold_day(parquet, g)
-                ]
-                for batch in parquet.iter_batches(batch_rows, groups, columns=wanted):
-                    if cursor is not None:
-                        stamps = batch.column(cursor)
-                        inside = pc.and_(
-                            pc.greater_equal(stamps, pa.scalar(start, stamps.type)),
-                            pc.less(stamps, pa.scalar(end, stamps.type)),
-                        )
-                        batch = batch.filter(inside)  # noqa: PLW2901
-                    if batch.num_rows:
-                        yield batch.select(list(columns))
+        with self.filesystem.open_input_file(landed.path) as handle:
+            parquet = pq.ParquetFile(handle, metadata=landed.footer, pre_buffer=False)
+            for batch in parquet.iter_batches(batch_rows, list(landed.groups), columns=wanted):
+                if cursor is not None:
+                    stamps = batch.column(cursor)
+                    inside = pc.and_(
+                        pc.greater_equal(stamps, pa.scalar(start, stamps.type)),
+                        pc.less(stamps, pa.scalar(end, stamps.type)),
+                    )
+                    batch = batch.filter(inside)  # noqa: PLW2901
+                if batch.num_rows:
+                    yield batch.select(list(columns))
 
-    def _may_hold_day(self, parquet: pq.ParquetFile, group: int) -> bool:
-        cursor = self.table.partition_column
-        if cursor is None:
-            return True
-        metadata = parquet.metadata.row_group(group)
-        # Leaf columns, not fields: Airbyte's nested _airbyte_meta counts as several.
-        leaves = [metadata.column(i) for i in range(metadata.num_columns)]
-        chunk = next((c for c in leaves if c.path_in_schema == cursor), None)
-        if chunk is None:
-            return True  # from_landed names the missing column
-        statistics = chunk.statistics
-        if statistics is None or not statistics.has_min_max:
-            return True
-        start, end = day_window(self.day)
-        return bool(statistics.min < end and statistics.max >= start)
+
+def _may_hold_day(footer: pq.FileMetaData, group: int, table: Table, day: date) -> bool:
+    cursor = table.partition_column
+    if cursor is None:
+        return True
+    metadata = footer.row_group(group)
+    # Leaf columns, not fields: Airbyte's nested _airbyte_meta counts as several.
+    leaves = [metadata.column(i) for i in range(metadata.num_columns)]
+    chunk = next((c for c in leaves if c.path_in_schema == cursor), None)
+    if chunk is None:
+        return True  # from_landed names the missing column
+    statistics = chunk.statistics
+    if statistics is None or not statistics.has_min_max:
+        return True
+    start, end = day_window(day)
+    return bool(statistics.min < end and statistics.max >= start)
 
 
 @dataclass(frozen=True)
@@ -293,7 +336,8 @@ class DayCut:
 
     table: Table
     scan: _DayScan
-    repeated: pa.Array
+    later: SortedPositions
+    """Positions (in the day's landed order) of the rows whose key an earlier row had."""
     stats: LandingStats
 
     @property
@@ -302,29 +346,50 @@ class DayCut:
         return self.stats.landed_rows - self.stats.duplicates
 
     def batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
-        seen: set[Any] = set()
+        """The day's rows in landed order, each key's first landed row only, in the bronze
+        schema. The rows to drop come in ascending order beside the batches, so each batch
+        takes its own from the front: one pass over both, whatever the number of repeats."""
+        later = self.later.walk()
+        start = 0
         for landed in self.scan.batches(self.table.column_names, batch_rows):
-            kept = _first_of_each(landed, self.table.key, self.repeated, seen)
-            yield from_landed(kept, self.table)
+            rows = landed.num_rows
+            keep = _kept(later, start, rows)
+            start += rows
+            yield from_landed(landed if keep is None else landed.filter(keep), self.table)
+        if start != self.stats.landed_rows:
+            raise BronzeError(
+                f"the Airbyte landing of {self.table.name} {self.scan.day:%Y-%m-%d} changed while "
+                f"it was cut ({self.stats.landed_rows:,} rows of the day counted, {start:,} read): "
+                "sync again"
+            )
+
+    def close(self) -> None:
+        """Remove the positions kept on disk now (the garbage collector does it otherwise)."""
+        self.later.close()
 
 
-def _first_of_each(
-    batch: pa.RecordBatch, key: str, repeated: pa.Array, seen: set[Any]
-) -> pa.RecordBatch:
-    """Drop the rows whose key is a repeated one already emitted (in this batch or before)."""
-    if not len(repeated):
-        return batch
-    # The repeated keys are in the key's bronze type; a BIGINT key lands as text.
-    keys = batch.column(key).cast(repeated.type)
-    mask = pc.is_in(keys, value_set=repeated)
-    if not pc.any(mask).as_py():
-        return batch
-    keep = [True] * batch.num_rows
-    # Only the repeated keys' rows visit Python; they are few beside the batch.
-    for index in pc.indices_nonzero(mask).to_pylist():
-        value = keys[index].as_py()
-        if value in seen:
-            keep[index] = False
+_MASK_ROWS = 8_192
+
+
+def _kept(later: PositionWalk, start: int, rows: int) -> pa.Array | None:
+    """Which of the rows at ``start, ..., start + rows - 1`` to keep; None for all of them.
+
+    Window by window: ``is_in`` hashes its value set at about 240 bytes a value (15 MB for a
+    batch of 65,536 dropped rows), so each window hashes at most 8,192. A window dropped whole
+    (a day landed again) needs no hash at all."""
+    masks = []
+    dropped_any = False
+    for offset in range(0, rows, _MASK_ROWS):
+        size = min(_MASK_ROWS, rows - offset)
+        dropped = later.below(start + offset + size)
+        where = positions(start + offset, size)
+        if not len(dropped):
+            masks.append(pc.is_valid(where))
+        elif len(dropped) == size:
+            masks.append(pc.is_null(where))
         else:
-            seen.add(value)
-    return batch.filter(pa.array(keep))
+            masks.append(pc.invert(pc.is_in(where, value_set=dropped)))
+        dropped_any = dropped_any or bool(len(dropped))
+    if not dropped_any:
+        return None
+    return masks[0] if len(masks) == 1 else pa.concat_arrays(masks)

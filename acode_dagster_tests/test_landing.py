@@ -8,15 +8,20 @@ number of syncs and connections landed them).
 
 from __future__ import annotations
 
+import tempfile
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from acode_dagster.bronze.keys import DEFAULT_MEMORY_ROWS
 from acode_dagster.demo.generator import edge_rows, generate_rows
 from acode_dagster.errors import SourceError
 from acode_dagster.landing import (
@@ -26,9 +31,19 @@ from acode_dagster.landing import (
     from_landed,
     landed_file_name,
     landed_schema,
+    landed_type,
     to_landed,
 )
-from acode_dagster.tables import FISCAL_LINES, NFE_COMPLEMENTS, PRODUCTS, TABLES, Table
+from acode_dagster.tables import (
+    FISCAL_LINES,
+    NFE_COMPLEMENTS,
+    PRODUCTS,
+    TABLES,
+    Column,
+    Table,
+    day_window,
+)
+from acode_dagster_tests.support.memory import peak_allocated
 
 DAY = date(2026, 11, 20)
 SYNCED_AT = datetime(2026, 11, 21, 5, 0, tzinfo=UTC)
@@ -145,3 +160,190 @@ def test_a_landed_value_outside_the_contract_names_its_column() -> None:
         SourceError, match=f"column {column}: .* landed files of {FISCAL_LINES.name}"
     ):
         from_landed(broken.to_batches()[0], FISCAL_LINES)
+
+
+# --------------------------------------------------------------------------- bounded cut
+
+PROBE = Table(
+    name="keys_probe",
+    description="a fact table of three columns, for cuts of any shape",
+    columns=(
+        Column("id", "BIGINT UNSIGNED", False),
+        Column("Data_Processamento", "DATETIME(6)", False),
+        Column("Valor", "INT", True),
+    ),
+    key="id",
+    partition_column="Data_Processamento",
+    critical_columns=(),
+    expected_daily_rows=0,
+    demo_daily_rows=0,
+)
+PROBE_SNAPSHOT = Table(
+    name="keys_probe_snapshot",
+    description="a catalogue keyed by text, taken whole",
+    columns=(Column("EAN", "VARCHAR(14)", False), Column("Valor", "INT", True)),
+    key="EAN",
+    partition_column=None,
+    critical_columns=(),
+    expected_daily_rows=0,
+    demo_daily_rows=0,
+)
+START, END = day_window(DAY)
+MICROSECOND = timedelta(microseconds=1)
+STAMPS = st.one_of(
+    # The window's edges: its first and last microsecond, and the next day's first.
+    st.sampled_from(
+        [START, END - timedelta(microseconds=1), START - timedelta(microseconds=1), END]
+    ),
+    st.datetimes(min_value=START - timedelta(hours=3), max_value=END + timedelta(hours=3)),
+)
+
+
+def probe_rows(table: Table) -> st.SearchStrategy[dict[str, object]]:
+    keys = (
+        st.integers(0, 25) | st.just(2**64 - 1)
+        if table is PROBE
+        else st.sampled_from(["789", "0789", "7891000", "1"])
+    )
+    fields: dict[str, st.SearchStrategy[object]] = {
+        table.key: keys,
+        "Valor": st.integers(-(2**31), 2**31 - 1) | st.none(),
+    }
+    if table.partition_column:
+        fields[table.partition_column] = STAMPS
+    return st.fixed_dictionaries(fields)
+
+
+@st.composite
+def landings(draw: st.DrawFn) -> tuple[Table, list[tuple[list[dict[str, object]], int]]]:
+    """Landed files in landing order, each ``(rows, row_group_rows)``: syncs drawn at random, and
+    a day landed again whole (the backup connection after a failover) one or two more times."""
+    table = draw(st.sampled_from([PROBE, PROBE_SNAPSHOT]))
+    files = draw(st.lists(st.lists(probe_rows(table), max_size=30), min_size=1, max_size=3))
+    for _ in range(draw(st.integers(0, 2))):
+        files.append(draw(st.permutations([row for rows in files for row in rows])))
+    return table, [(rows, draw(st.integers(1, 6))) for rows in files]
+
+
+def in_day(table: Table, row: dict[str, object]) -> bool:
+    stamp = row[table.partition_column] if table.partition_column else None
+    return not isinstance(stamp, datetime) or START <= stamp < END
+
+
+def expected_cut(table: Table, files: list[list[dict[str, object]]]) -> list[dict[str, object]]:
+    """The reference: the day's rows in landed order, the first of each key."""
+    kept: dict[object, dict[str, object]] = {}
+    for rows in files:
+        for row in rows:
+            if in_day(table, row):
+                kept.setdefault(row[table.key], row)
+    return [{name: row[name] for name in table.column_names} for row in kept.values()]
+
+
+def land_rows(
+    landing: Landing,
+    table: Table,
+    rows: list[dict[str, object]],
+    number: int,
+    row_group_rows: int,
+) -> None:
+    schema = pa.schema([pa.field(f.name, landed_type(f.type)) for f in table.arrow_schema])
+    landed = pa.Table.from_pylist(
+        [{**row, table.key: str(row[table.key])} for row in rows], schema=schema
+    )
+    at = SYNCED_AT + timedelta(minutes=number)
+    landing.write(table, landed, landed_file_name(at, number), row_group_rows=row_group_rows)
+
+
+@settings(max_examples=150, deadline=None)
+@given(landings(), st.sampled_from([1, 2, 3, 7, DEFAULT_MEMORY_ROWS]), st.integers(1, 9))
+def test_day_cut_keeps_the_first_landed_row_of_each_key(
+    case: tuple[Table, list[tuple[list[dict[str, object]], int]]],
+    memory_rows: int,
+    batch_rows: int,
+) -> None:
+    table, files = case
+    with tempfile.TemporaryDirectory() as folder:
+        landing = Landing(folder)
+        for number, (rows, group_rows) in enumerate(files):
+            land_rows(landing, table, rows, number, group_rows)
+        cut = landing.cut(table, DAY, memory_rows=memory_rows)
+        got = [row for batch in cut.batches(batch_rows) for row in batch.to_pylist()]
+        cut.close()
+    expected = expected_cut(table, [rows for rows, _ in files])
+    assert got == expected
+    day = [row for rows, _ in files for row in rows if in_day(table, row)]
+    assert cut.stats == LandingStats(
+        files=len(files), landed_rows=len(day), duplicates=len(day) - len(expected)
+    )
+    assert cut.rows == len(expected)
+
+
+def test_each_landed_footer_is_read_once_per_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    landing = Landing(str(tmp_path / "staging"))
+    for part in range(3):
+        land(landing, FISCAL_LINES, bronze_batch(FISCAL_LINES, DAY, 100), SYNCED_AT, part)
+    reads: list[object] = []
+    opened: list[object] = []
+    read_metadata, parquet_file = pq.read_metadata, pq.ParquetFile
+
+    def counted_read(*args: Any, **kwargs: Any) -> pq.FileMetaData:
+        reads.append(args[0])
+        return read_metadata(*args, **kwargs)
+
+    def given_footer(*args: Any, **kwargs: Any) -> pq.ParquetFile:
+        opened.append(kwargs.get("metadata"))
+        return parquet_file(*args, **kwargs)
+
+    monkeypatch.setattr(pq, "read_metadata", counted_read)
+    monkeypatch.setattr(pq, "ParquetFile", given_footer)
+    cut = landing.cut(FISCAL_LINES, DAY)
+    assert sum(batch.num_rows for batch in cut.batches(64)) == cut.rows
+    assert len(reads) == 3
+    # Both passes open each file again, each time with the footer read at the cut.
+    assert len(opened) == 6 and all(footer is not None for footer in opened)
+
+
+def land_shuffled(folder: Path, rows: int) -> None:
+    """``rows`` rows of the day in random key order, landed twice (a sync, then the backup
+    connection again after a failover). Row groups of 16,384 rows keep the reader's own share of
+    the memory small beside the keys'."""
+    landing = Landing(str(folder))
+    start_us = int((START - datetime(1970, 1, 1)).total_seconds()) * 1_000_000
+    for number in range(2):
+        ids = pc.sort_indices(pc.random(rows, initializer=number))
+        offsets = pc.floor(pc.multiply(pc.random(rows, initializer=10 + number), 86_399e6))
+        stamps = pc.add(pc.cast(offsets, pa.int64()), start_us).view(pa.timestamp("us"))
+        landed = pa.table(
+            {
+                "id": pc.cast(ids, pa.string()),
+                "Data_Processamento": stamps,
+                "Valor": pc.cast(ids, pa.int64()),
+            }
+        )
+        at = SYNCED_AT + timedelta(hours=number)
+        landing.write(PROBE, landed, landed_file_name(at, 0), row_group_rows=16_384)
+
+
+def cut_folder(folder: str, memory_rows: str, rows: str) -> None:
+    """Run in the child process of :func:`peak_allocated`: a whole cut, both passes."""
+    cut = Landing(folder).cut(PROBE, DAY, memory_rows=int(memory_rows))
+    assert cut.stats.duplicates == int(rows) and cut.rows == int(rows), cut.stats
+    assert sum(batch.num_rows for batch in cut.batches(16_384)) == int(rows)
+
+
+def test_day_cut_memory_does_not_grow_with_rows(tmp_path: Path) -> None:
+    small, large = 200_000, 1_000_000
+    peaks = {}
+    for rows in (small, large):
+        folder = tmp_path / f"rows-{rows}"
+        land_shuffled(folder, rows)
+        # 50,000 keys in memory: the 400,000 landed keys spill into 8 runs, the 2M into 40.
+        peaks[rows] = peak_allocated(f"{__name__}:cut_folder", str(folder), "50000", str(rows))
+    # Measured: 7.3 MB at both sizes, most of it the reader's batches. The cut before held
+    # every landed key in Arrow (16 MB here, and its sorted copy) and a Python set of them.
+    keys = 2 * large * 8
+    assert peaks[large] <= peaks[small] * 1.25 + 1_000_000, peaks
+    assert peaks[large] < keys / 2, peaks

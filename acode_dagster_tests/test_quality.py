@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -652,6 +654,57 @@ def test_unique_key_duplicates_equal_the_set_computation(
     assert (sample is None) == (not repeated)
     if sample is not None:
         assert {int(v) for v in str(sample).split(", ")} <= repeated
+
+
+def counted_verdict(table: Table, values: Sequence[Any]) -> Verdict:
+    """The reference: the unique_key verdict from a Counter of the values, as the check has
+    always worded it (the sample is the smallest five repeated values, ascending)."""
+    counts = Counter(v for v in values if v is not None)
+    duplicates = sum(n - 1 for n in counts.values())
+    nulls = sum(v is None for v in values)
+    sample = [str(v) for v in sorted(v for v, n in counts.items() if n > 1)[:5]]
+    metadata: dict[str, int | float | str] = {
+        "rows": len(values),
+        "distinct": len(counts),
+        "duplicates": duplicates,
+    }
+    if sample:
+        metadata["duplicate_sample"] = ", ".join(sample)
+    if nulls:
+        metadata["null_keys"] = nulls
+    measured = (
+        f"{duplicates:,} duplicate {table.key} value(s) among {len(values):,} rows"
+        + (f" (e.g. {', '.join(sample)})" if sample else "")
+        + (f"; {nulls:,} NULL keys" if nulls else "")
+    )
+    return Verdict(
+        UNIQUE_KEY,
+        duplicates == 0 and nulls == 0,
+        "ERROR",
+        measured,
+        f"ERROR on any repeated or NULL {table.key}",
+        metadata,
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.data(),
+    table=st.sampled_from([FISCAL_LINES, PRODUCTS]),
+    cuts=st.lists(st.integers(0, 150), max_size=4),
+)
+def test_unique_key_verdict_equals_the_counter_verdict(
+    data: st.DataObject, table: Table, cuts: list[int]
+) -> None:
+    if table is FISCAL_LINES:
+        value: st.SearchStrategy[object] = st.integers(0, 12) | st.integers(0, 2**64 - 1)
+    else:
+        value = st.sampled_from(["789", "0789", "7891", "", "É"]) | st.text(max_size=4)
+    values = data.draw(st.lists(value | st.none(), max_size=150), label="values")
+    key_type = table.arrow_schema.field(table.key).type
+    bounds = sorted({0, len(values), *(c for c in cuts if c <= len(values))})
+    chunks = [pa.array(values[a:b], key_type) for a, b in itertools.pairwise(bounds)]
+    assert unique_key(table, pa.chunked_array(chunks, key_type)) == counted_verdict(table, values)
 
 
 # --------------------------------------------------------------------------- freshness

@@ -23,10 +23,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from acode_dagster.bronze.keys import DEFAULT_MEMORY_ROWS
 from acode_dagster.bronze.publish import publish_batches
 from acode_dagster.bronze.store import LocalStore, Manifest, ManifestFile
 from acode_dagster.demo.generator import Anomalies, generate_rows
-from acode_dagster.quality import PartitionStats, null_share, schema, unique_key, volume
+from acode_dagster.quality import (
+    PartitionStats,
+    null_share,
+    partition_keys,
+    schema,
+    unique_key,
+    volume,
+)
 from acode_dagster.tables import FISCAL_LINES, NFE_COMPLEMENTS, PRODUCTS, TABLES, Table
 
 DAY = date(2026, 11, 20)
@@ -235,6 +243,21 @@ def test_unique_key_equals_the_set_computation(
         assert set(sample) <= {str(v) for v in repeated}
 
 
+@pytest.mark.parametrize("memory_rows", [7, DEFAULT_MEMORY_ROWS], ids=["spilled", "in-memory"])
+@pytest.mark.parametrize("day", [DAY, DUPLICATED_DAY, EMPTY_DAY], ids=str)
+@pytest.mark.parametrize("table", TABLES, ids=TABLE_IDS)
+def test_partition_keys_read_by_row_group_give_the_whole_column_verdict(
+    published: Published, table: Table, day: date, memory_rows: int
+) -> None:
+    files = published.store.published(table, day)
+    counted = partition_keys(table, files, files.footers(), memory_rows)
+    whole = published.store.read_partition(table, day, columns=[table.key]).column(table.key)
+    values = whole.to_pylist()
+    assert counted.rows == len(values)
+    assert counted.distinct == len(set(values))
+    assert unique_key(table, counted) == unique_key(table, whole)
+
+
 def _write_raw(
     store: LocalStore, table: Table, day: date, files: Sequence[tuple[pa.Table, object]]
 ) -> None:
@@ -271,6 +294,26 @@ def test_a_file_without_statistics_leaves_its_columns_unknown(
     assert "CNPJ" in verdict.measured and "EAN" in verdict.measured
     # The data itself is still there and correct: only the footers lack the counts.
     assert scanned_nulls(store.read_partition(FISCAL_LINES, DAY))["CNPJ"] > 0
+
+
+@pytest.mark.parametrize(
+    "statistics", [[True, True], [True, False], [["id"], True]], ids=["all", "one-bare", "key-only"]
+)
+def test_partition_keys_with_and_without_key_statistics(
+    published: Published, tmp_path: Path, statistics: list[object]
+) -> None:
+    store = LocalStore(tmp_path)
+    data = published.store.read_partition(FISCAL_LINES, DUPLICATED_DAY)
+    half = data.num_rows // 2
+    # The second half repeats keys of the first: overlapping row groups across the two files.
+    parts = [data[:half], data[half:]]
+    _write_raw(store, FISCAL_LINES, DAY, list(zip(parts, statistics, strict=True)))
+    files = store.published(FISCAL_LINES, DAY)
+    values = data.column("id").to_pylist()
+    for memory_rows in (5, 150, DEFAULT_MEMORY_ROWS):
+        counted = partition_keys(FISCAL_LINES, files, files.footers(), memory_rows)
+        assert counted.duplicates == len(values) - len(set(values)) > 0
+        assert unique_key(FISCAL_LINES, counted) == unique_key(FISCAL_LINES, data.column("id"))
 
 
 # --------------------------------------------------------------------------- property

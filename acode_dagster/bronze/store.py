@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -212,6 +213,17 @@ class VersionFiles(Protocol):
     def read(self, columns: Sequence[str] | None = None) -> pa.Table:
         """The version's rows (only ``columns`` when given)."""
 
+    def column_batches(
+        self,
+        column: str,
+        footers: Sequence[pq.FileMetaData],
+        row_groups: Sequence[tuple[int, int]],
+    ) -> Iterator[pa.Array]:
+        """Column ``column`` of the row groups ``(file, group)``, in that order, a batch at a time.
+
+        ``file`` indexes ``footers``, which must be what :meth:`footers` returned: each file is
+        opened with its footer, not made to read it again."""
+
 
 class Staging(VersionFiles, Protocol):
     """A new version of one partition being written. Files are written into :attr:`workdir`."""
@@ -335,6 +347,27 @@ class _Files:
         return pa.concat_tables(
             pq.read_table(p, filesystem=self.fs, columns=wanted) for p in self.paths
         )
+
+    def column_batches(
+        self,
+        column: str,
+        footers: Sequence[pq.FileMetaData],
+        row_groups: Sequence[tuple[int, int]],
+        batch_rows: int = 65_536,
+    ) -> Iterator[pa.Array]:
+        if len(footers) != len(self.paths):
+            raise BronzeError(
+                f"{len(footers)} footer(s) for the {len(self.paths)} file(s) of a version: the "
+                "version changed since its footers were read"
+            )
+        # One open per run of row groups of the same file; one group at a time, so the rows come
+        # in the order asked whatever order the groups are asked in.
+        for file, run in itertools.groupby(row_groups, key=lambda pair: pair[0]):
+            with self.fs.open_input_file(self.paths[file]) as handle:
+                parquet = pq.ParquetFile(handle, metadata=footers[file], pre_buffer=False)
+                for _, group in run:
+                    for batch in parquet.iter_batches(batch_rows, [group], columns=[column]):
+                        yield batch.column(0)
 
 
 class _PublishedFiles:
@@ -561,6 +594,14 @@ class _LocalStaging:
 
     def read(self, columns: Sequence[str] | None = None) -> pa.Table:
         return self._files().read(columns)
+
+    def column_batches(
+        self,
+        column: str,
+        footers: Sequence[pq.FileMetaData],
+        row_groups: Sequence[tuple[int, int]],
+    ) -> Iterator[pa.Array]:
+        return self._files().column_batches(column, footers, row_groups)
 
     def add_file(self, path: Path) -> None:
         _fsync(path)
@@ -936,6 +977,14 @@ class _S3Staging:
 
     def read(self, columns: Sequence[str] | None = None) -> pa.Table:
         return self._files().read(columns)
+
+    def column_batches(
+        self,
+        column: str,
+        footers: Sequence[pq.FileMetaData],
+        row_groups: Sequence[tuple[int, int]],
+    ) -> Iterator[pa.Array]:
+        return self._files().column_batches(column, footers, row_groups)
 
     def add_file(self, path: Path) -> None:
         key = f"{self.staged_prefix}/{path.name}"
