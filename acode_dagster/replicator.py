@@ -28,8 +28,17 @@ from acode_dagster.bronze.publish import (
 )
 from acode_dagster.bronze.store import BronzeStore, Manifest
 from acode_dagster.errors import PartitionError, SourceError, redact
-from acode_dagster.mysql import MySQLEndpoint, explain_mysql_error, source_columns
+from acode_dagster.mysql import (
+    MySQLEndpoint,
+    ReaderSocket,
+    bound_reads,
+    connections_to,
+    cut,
+    explain_mysql_error,
+    source_columns,
+)
 from acode_dagster.quality import Verdict, evaluate_partition
+from acode_dagster.source.window import CHUNK_ROWS, limit_malloc_arenas, window_batches
 from acode_dagster.tables import SOURCE_TIMEZONE, Table, day_window
 
 log = logging.getLogger(__name__)
@@ -193,23 +202,70 @@ def conform(
 
 
 def stream_batches(source: MySQLEndpoint, query: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
-    """Record batches of ``query`` from the server, fetched as the consumer pulls them."""
+    """Record batches of ``query`` from the server, fetched as the consumer pulls them.
+
+    Bounded on both sides (ACODE_MYSQL_READ_TIMEOUT_S): the reader's socket by
+    :func:`bound_reads`, the server's patience with a reader that stopped reading by
+    :meth:`MySQLEndpoint.bounded_statement`. A lost or stalled server is a transient
+    :class:`SourceError`, which the run retries. An interrupt (a run terminated from the UI or
+    by run monitoring: KeyboardInterrupt, Dagster's DagsterExecutionInterruptedError) goes
+    through untouched, so a cancelled run is told as cancelled, not as a MySQL failure. It
+    lands between two batches (the reader holds the GIL while the caller waits for one), or
+    when a stalled read times out. However the stream ends early (an error, an interrupt, the
+    consumer closing it: :func:`close_stream`), its connection is cut at once.
+    """
     import connectorx as cx
 
+    reader: pa.RecordBatchReader | None = None
+    mine: set[ReaderSocket] = set()
+    done = False
     try:
+        others = connections_to(source)
         reader = cx.read_sql(
-            source.arrow_reader_url(), query, return_type="arrow_stream", batch_size=batch_rows
+            source.arrow_reader_url(),
+            source.bounded_statement(query),
+            return_type="arrow_stream",
+            batch_size=batch_rows,
         )
+        # The reader has connected and read the result's columns; the rows come on the
+        # connection it made, bounded before the first batch is asked for.
+        mine = connections_to(source) - others
+        if not bound_reads(mine, source.read_timeout_s):
+            log.warning(
+                "%s: found no connection of the reader to bound; a stalled read would wait "
+                "for TCP to give up",
+                source.display,
+            )
         yield from reader
-    except (KeyboardInterrupt, SystemExit, GeneratorExit):
-        raise
+        done = True
+    except Exception as exc:
+        raise _reader_error(source, exc) from None
     except BaseException as exc:
-        # BaseException: a connection lost mid-stream surfaces as pyo3's PanicException, which
-        # is not an Exception. The reader's errors may quote the connection string; never let
-        # the password through.
-        raise explain_mysql_error(
-            source, RuntimeError(redact(str(exc), source.secrets()))
-        ) from None
+        # A connection lost mid-stream surfaces as pyo3's PanicException, which is not an
+        # Exception. Anything else that is not an Exception is an interrupt or an exit.
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise _reader_error(source, exc) from None
+    finally:
+        if reader is not None:
+            reader.close()
+        if not done:
+            # Closing the reader does not stop its reading thread, which would read on (and
+            # keep the server's statement) until the process ends: stop it where it is.
+            cut(mine)
+
+
+def close_stream(batches: Iterator[pa.RecordBatch]) -> None:
+    """Stop a stream of :func:`stream_batches` (however wrapped in generators) where it is: its
+    reader's connection closes now, not when the generators are collected."""
+    close = getattr(batches, "close", None)
+    if close is not None:
+        close()
+
+
+def _reader_error(source: MySQLEndpoint, exc: BaseException) -> SourceError:
+    # The reader's errors may quote the connection string; never let the password through.
+    return explain_mysql_error(source, RuntimeError(redact(str(exc), source.secrets())))
 
 
 @dataclass
@@ -217,6 +273,8 @@ class EmbeddedReplicator:
     """MySQL -> Arrow -> Parquet in this process, streamed, published all or nothing."""
 
     batch_rows: int = BATCH_ROWS
+    chunk_rows: int = CHUNK_ROWS
+    """Rows per query of the window (acode_dagster.source.window); 0 reads it in one query."""
     row_group_rows: int = ROW_GROUP_ROWS
     max_file_bytes: int = MAX_FILE_BYTES
     progress_every_s: float = 10.0
@@ -234,26 +292,40 @@ class EmbeddedReplicator:
         ensure_day_is_over(table, day)
         started = time.monotonic()
         preflight(table, source)
+        limit_malloc_arenas()
         publisher = publisher or default_publisher(table, day, source, self.log)
         self.log(
             f"{table.name} {day:%Y-%m-%d}: reading from {source.display} "
             f"into {store.partition_url(table, day)}"
         )
-        batches = stream_batches(source, table.select_sql(day), self.batch_rows)
-        outcome = write_audit_publish(
+        batches = window_batches(
+            stream_batches,
+            source,
             table,
             day,
-            store,
-            (
-                conform(batch, table.arrow_schema)
-                for batch in self._with_progress(batches, table, day, started)
-            ),
-            publisher,
-            source=source.display,
-            replicator=self.name,
-            row_group_rows=self.row_group_rows,
-            max_file_bytes=self.max_file_bytes,
+            batch_rows=self.batch_rows,
+            chunk_rows=self.chunk_rows,
+            log=self.log,
         )
+        try:
+            outcome = write_audit_publish(
+                table,
+                day,
+                store,
+                (
+                    conform(batch, table.arrow_schema)
+                    for batch in self._with_progress(batches, table, day, started)
+                ),
+                publisher,
+                source=source.display,
+                replicator=self.name,
+                row_group_rows=self.row_group_rows,
+                max_file_bytes=self.max_file_bytes,
+            )
+        finally:
+            # An error or a run's interrupt raised in the writer leaves the reader suspended,
+            # and the traceback (which Dagster keeps) keeps it reading ahead: close it now.
+            close_stream(batches)
         seconds = time.monotonic() - started
         result = SyncResult.of(
             outcome,

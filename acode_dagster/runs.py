@@ -72,6 +72,11 @@ run_monitoring:
   # A run worker that died holding a slot would keep it for ever; free it a minute after its
   # run is marked finished.
   free_slots_after_run_end_seconds: 60
+  # ACODE_RUN_MAX_RUNTIME_S. A run still going after this long is terminated and marked failed
+  # by the daemon's run monitoring (0: no limit), so a hung sync cannot hold its partition's
+  # place in the queue and a slot of {SOURCE_POOL} for ever. A run's dagster/max_runtime tag
+  # overrides it.
+  max_runtime_seconds: {settings.run_max_runtime_s}
 """
 
 

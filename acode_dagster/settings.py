@@ -23,6 +23,11 @@ DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_PAGERDUTY_URL = "https://events.pagerduty.com"
 DEFAULT_UI_URL = "http://127.0.0.1:3000"
 DEFAULT_SOURCE_CONCURRENCY = 2
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+DEFAULT_READ_TIMEOUT_S = 180.0
+"""Silence, not duration: a read that gets no byte for this long fails; a long read is fine."""
+DEFAULT_RUN_MAX_RUNTIME_S = 4 * 3600
+"""Four times the hour a 50M-row day takes: room for its retries and for waits on the pool."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,17 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("ACODE_PASS", "", "primary password when its URL has none", secret=True),
     Setting("ACODE_BACKUP_PASS", "", "backup password when its URL has none", secret=True),
+    Setting(
+        "ACODE_MYSQL_CONNECT_TIMEOUT_S",
+        f"{DEFAULT_CONNECT_TIMEOUT_S:g}",
+        "a connection to a MySQL server not made in this long fails (and is retried)",
+    ),
+    Setting(
+        "ACODE_MYSQL_READ_TIMEOUT_S",
+        f"{DEFAULT_READ_TIMEOUT_S:g}",
+        "a read from a MySQL server that gets no byte for this long fails (and is retried); "
+        "a MariaDB server gives up on a reader that stopped reading after as long",
+    ),
     Setting(
         "ACODE_BRONZE_URL", "$ACODE_HOME/bronze", "bronze root: a folder or s3://bucket[/prefix]"
     ),
@@ -103,6 +119,11 @@ SETTINGS: tuple[Setting, ...] = (
         "ACODE_LEASE_WAIT_S",
         "600",
         "a writer waits this long for a partition another writer holds, then fails (and retries)",
+    ),
+    Setting(
+        "ACODE_RUN_MAX_RUNTIME_S",
+        str(DEFAULT_RUN_MAX_RUNTIME_S),
+        "Dagster's run monitoring fails a run still going after this long (0: no limit)",
     ),
     Setting(
         "ACODE_QUARANTINE_RETENTION_DAYS",
@@ -190,6 +211,9 @@ class Settings:
     retries: int = 4
     lease_ttl_s: float = 120.0
     lease_wait_s: float = 600.0
+    mysql_connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    mysql_read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
+    run_max_runtime_s: int = DEFAULT_RUN_MAX_RUNTIME_S
     quarantine_retention_days: float = 30.0
     staging_max_age_h: float = 24.0
     airbyte: AirbyteSettings | None = None
@@ -259,6 +283,16 @@ class Settings:
             retries=int(_number(env, "ACODE_RETRIES", 4, minimum=0)),
             lease_ttl_s=_number(env, "ACODE_LEASE_TTL_S", 120, minimum=1),
             lease_wait_s=_number(env, "ACODE_LEASE_WAIT_S", 600, minimum=0),
+            mysql_connect_timeout_s=_number(
+                env, "ACODE_MYSQL_CONNECT_TIMEOUT_S", DEFAULT_CONNECT_TIMEOUT_S, minimum=0.5
+            ),
+            mysql_read_timeout_s=_number(
+                env, "ACODE_MYSQL_READ_TIMEOUT_S", DEFAULT_READ_TIMEOUT_S, minimum=1
+            ),
+            # Whole seconds: Dagster's run_monitoring.max_runtime_seconds is an int.
+            run_max_runtime_s=_whole(
+                env, "ACODE_RUN_MAX_RUNTIME_S", DEFAULT_RUN_MAX_RUNTIME_S, minimum=0
+            ),
             quarantine_retention_days=_number(
                 env, "ACODE_QUARANTINE_RETENTION_DAYS", 30, minimum=0
             ),

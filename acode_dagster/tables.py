@@ -15,6 +15,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from functools import cached_property
 from importlib import resources
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pyarrow as pa
@@ -187,9 +188,61 @@ class Table:
         order = f" ORDER BY `{self.key}`" if self.is_snapshot else ""
         return f"SELECT {columns} FROM `{self.name}`{self.where_sql(day)}{order}"
 
+    def read_orders(self) -> tuple[tuple[str, ...], ...]:
+        """The orders a window can be read in chunk by chunk (:meth:`chunk_sql`); empty when it
+        is read in one query.
+
+        Each is an index's own order, so a chunk resumes after the last row of the previous one
+        with an index seek and no sort: the partition column's index, whose entries InnoDB keys
+        by (column, primary key), for a day that is a sliver of the table; the primary key for a
+        day the optimizer would rather scan the table for. Only for an integer key, whose
+        literal carries nothing but digits; the catalogue (a string key, and a partition of
+        about 150,000 rows) is read whole.
+        """
+        if self.partition_column is None or not pa.types.is_integer(
+            self.column(self.key).arrow_type
+        ):
+            return ()
+        return ((self.partition_column, self.key), (self.key,))
+
+    def chunk_sql(
+        self, day: date, order: tuple[str, ...], after: tuple[Any, ...] | None, limit: int
+    ) -> str:
+        """At most ``limit`` rows of partition ``day`` in ``order`` (one of :meth:`read_orders`),
+        after the position ``after`` (the last row's values of ``order``; None at the start)."""
+        if order not in self.read_orders():
+            raise ValueError(f"{self.name} is not read in chunks ordered by {order}")
+        resume = ""
+        if after is not None:
+            literals = [_literal(value) for value in after]
+            # (a, b) > (x, y) spelled out: both servers turn it into an index range.
+            ors = [
+                " AND ".join(
+                    [f"`{c}` = {v}" for c, v in zip(order[:n], literals[:n], strict=True)]
+                    + [f"`{order[n]}` > {literals[n]}"]
+                )
+                for n in range(len(order))
+            ]
+            resume = " AND (" + " OR ".join(f"({o})" for o in ors) + ")"
+        columns = ", ".join(f"`{c}`" for c in self.column_names)
+        by = ", ".join(f"`{c}`" for c in order)
+        return (
+            f"SELECT {columns} FROM `{self.name}`{self.where_sql(day)}{resume}"
+            f" ORDER BY {by} LIMIT {int(limit)}"
+        )
+
     def count_sql(self, day: date) -> str:
         """Counts what :meth:`select_sql` returns, with the same window."""
         return f"SELECT COUNT(*) FROM `{self.name}`{self.where_sql(day)}"
+
+
+def _literal(value: Any) -> str:
+    """A resume position as SQL: from an int or a datetime, digits, dashes, colons, a dot."""
+    if isinstance(value, datetime):
+        return f"'{value:%Y-%m-%d %H:%M:%S.%f}'"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise TypeError(f"no SQL literal for a resume position of type {type(value).__name__}")
 
 
 def day_window(day: date) -> tuple[datetime, datetime]:

@@ -22,7 +22,13 @@ from acode_dagster.mysql import MySQLEndpoint
 from acode_dagster.probes import ProbeResult, ProbeSettings
 from acode_dagster.replicator import BATCH_ROWS, EmbeddedReplicator, Replicator
 from acode_dagster.routing import BACKUP, PRIMARY, Role
-from acode_dagster.settings import AirbyteSettings, Settings
+from acode_dagster.settings import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_READ_TIMEOUT_S,
+    AirbyteSettings,
+    Settings,
+)
+from acode_dagster.source.window import CHUNK_ROWS
 
 
 class MySQLServerResource(dg.ConfigurableResource):
@@ -32,7 +38,12 @@ class MySQLServerResource(dg.ConfigurableResource):
     url: str | None = Field(default=None, description="mysql://user[:password]@host:port/db")
     password: str | None = Field(default=None, description="used when the URL has none")
     stack_home: str = Field(description="state folder of the local MariaDB pair")
-    connect_timeout_s: float = 5.0
+    connect_timeout_s: float = Field(
+        default=DEFAULT_CONNECT_TIMEOUT_S, description="ACODE_MYSQL_CONNECT_TIMEOUT_S"
+    )
+    read_timeout_s: float = Field(
+        default=DEFAULT_READ_TIMEOUT_S, description="ACODE_MYSQL_READ_TIMEOUT_S"
+    )
 
     def endpoint(self) -> MySQLEndpoint:
         if self.url:
@@ -49,7 +60,9 @@ class MySQLServerResource(dg.ConfigurableResource):
                     "URL)"
                 )
             parsed = stack.endpoint(self.role)
-        return replace(parsed, connect_timeout_s=self.connect_timeout_s)
+        return replace(
+            parsed, connect_timeout_s=self.connect_timeout_s, read_timeout_s=self.read_timeout_s
+        )
 
 
 class AcodeSourcesResource(dg.ConfigurableResource):
@@ -137,6 +150,10 @@ class ReplicatorResource(dg.ConfigurableResource):
 
     kind: str = "embedded"
     batch_rows: int = BATCH_ROWS
+    chunk_rows: int = Field(
+        default=CHUNK_ROWS,
+        description="rows per query of a window (the reader's read-ahead bound); 0: one query",
+    )
     row_group_rows: int = ROW_GROUP_ROWS
     max_file_mb: float = 512
     retries: int = Field(default=4, description="retries of a sync that lost its server")
@@ -164,6 +181,7 @@ class ReplicatorResource(dg.ConfigurableResource):
             )
         return EmbeddedReplicator(
             batch_rows=self.batch_rows,
+            chunk_rows=self.chunk_rows,
             row_group_rows=self.row_group_rows,
             max_file_bytes=max_file_bytes,
             log=log,
@@ -207,12 +225,16 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
                 url=_secret("ACODE_MYSQL_PRIMARY_URL", settings.primary_url_set),
                 password=_secret("ACODE_PASS", settings.primary_password_set),
                 stack_home=stack_home,
+                connect_timeout_s=settings.mysql_connect_timeout_s,
+                read_timeout_s=settings.mysql_read_timeout_s,
             ),
             backup=MySQLServerResource(
                 role="backup",
                 url=_secret("ACODE_MYSQL_BACKUP_URL", settings.backup_url_set),
                 password=_secret("ACODE_BACKUP_PASS", settings.backup_password_set),
                 stack_home=stack_home,
+                connect_timeout_s=settings.mysql_connect_timeout_s,
+                read_timeout_s=settings.mysql_read_timeout_s,
             ),
         ),
         "bronze": BronzeResource(

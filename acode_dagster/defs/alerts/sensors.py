@@ -1,8 +1,8 @@
-"""``acode_alert_sensor``: every failed check, freshness failure, failed bronze run and route
-change, told once.
+"""``acode_alert_sensor``: every failed check, freshness failure, failed or cancelled bronze run
+and route change, told once.
 
 Each tick reads what the instance recorded since the cursor (check executions per check key,
-failed runs by update time), turns it into alerts with the pure rules of
+failed and cancelled runs by update time), turns it into alerts with the pure rules of
 :mod:`acode_dagster.incidents`, appends them to the pending list kept in the cursor, and tries
 to deliver everything pending. A service that is down keeps its alerts pending for the next
 tick; a delivered alert leaves the list; so an outage delays alerts and never loses or repeats
@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 from dagster._core.events import DagsterEventType
+from dagster._core.execution.plan.objects import ErrorSource
 from dagster._core.storage.asset_check_execution_record import (
     AssetCheckExecutionRecord,
     AssetCheckExecutionRecordStatus,
@@ -38,6 +39,7 @@ from acode_dagster.tables import TABLES, Table
 ALERT_INTERVAL_S = 30
 _PAGE = 100
 _CHECK_FAILED = "DagsterAssetCheckFailedError"
+_INTERRUPTS = ("DagsterExecutionInterruptedError", "KeyboardInterrupt")
 
 
 @dataclass(frozen=True)
@@ -154,10 +156,45 @@ def _is_bronze_run(instance: dg.DagsterInstance, run_id: str) -> bool:
     )
 
 
+def _interrupted(event: dg.DagsterEvent | None) -> bool:
+    """The step failed because its run was terminated (the UI, run monitoring), not by itself."""
+    data = event.step_failure_data if event else None
+    if data is None:
+        return False
+    return data.error_source == ErrorSource.INTERRUPT or (
+        data.error is not None and data.error.cls_name in _INTERRUPTS
+    )
+
+
+def _interrupted_steps(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    failures = instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE)
+    return [
+        entry.dagster_event.step_key or "?"
+        for entry in failures
+        if entry.dagster_event and _interrupted(entry.dagster_event)
+    ]
+
+
+def _message(
+    instance: dg.DagsterInstance, run_id: str, kind: DagsterEventType, *, first: bool = False
+) -> str:
+    # .message: the event's own (run monitoring's "Exceeded maximum runtime of ..."), which
+    # user_message leaves empty for events the instance reports itself.
+    entries = instance.all_logs(run_id, of_type=kind)
+    return entries[0 if first else -1].message.strip() if entries else ""
+
+
+def _terminated(steps: list[str]) -> str:
+    if steps:
+        return f"interrupted while {', '.join(steps)} ran"
+    return "stopped with no step recorded as interrupted (see its events)"
+
+
 def _failure_reason(instance: dg.DagsterInstance, run_id: str) -> str | None:
     """Why the run failed, or None when only blocking checks failed it (they alert already)."""
     failures = instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE)
     reasons = []
+    interrupted = []
     for entry in failures:
         event = entry.dagster_event
         error = event.step_failure_data.error if event else None
@@ -165,6 +202,11 @@ def _failure_reason(instance: dg.DagsterInstance, run_id: str) -> str | None:
             continue
         if _quarantined(event):
             continue  # its failed checks are told, each with where the version is kept
+        if _interrupted(event):
+            # The termination is the cause (run monitoring's maximum runtime, usually), not
+            # what the step was doing when it came.
+            interrupted.append((event.step_key if event else None) or "?")
+            continue
         # Dagster wraps the op's exception; the innermost cause is the one that names the fix.
         while error is not None and error.cause is not None:
             error = error.cause
@@ -173,10 +215,19 @@ def _failure_reason(instance: dg.DagsterInstance, run_id: str) -> str | None:
         reasons.append(f"{step}: {message[0] if message else 'failed'}")
     if reasons:
         return "; ".join(reasons)
+    if interrupted:
+        why = _message(instance, run_id, DagsterEventType.RUN_FAILURE) or "terminated"
+        return f"{why} The run was {_terminated(interrupted)}."
     if failures:
         return None
-    run_failure = instance.all_logs(run_id, of_type=DagsterEventType.RUN_FAILURE)
-    return run_failure[-1].user_message if run_failure else "the run failed"
+    return _message(instance, run_id, DagsterEventType.RUN_FAILURE) or "the run failed"
+
+
+def _cancel_reason(instance: dg.DagsterInstance, run_id: str) -> str:
+    """Who or what cancelled the run, and what it stopped."""
+    # The first: whoever asked (run monitoring says why); the launcher reports its own after.
+    why = _message(instance, run_id, DagsterEventType.RUN_CANCELING, first=True)
+    return f"{why or 'Cancelled.'} The run was {_terminated(_interrupted_steps(instance, run_id))}."
 
 
 def _quarantined(event: dg.DagsterEvent | None) -> bool:
@@ -187,12 +238,47 @@ def _quarantined(event: dg.DagsterEvent | None) -> bool:
     return version is not None and version.value == "quarantined"
 
 
+def on_run_canceled(
+    run_id: str,
+    *,
+    job: str,
+    partition: str | None,
+    reason: str,
+    link: str | None,
+    occurred_at: str | None = None,
+) -> Alert:
+    """A bronze run that was cancelled (terminated from the UI, or by run monitoring).
+
+    A warning, not an error, and not paged: someone or something stopped it on purpose; if the
+    day is not run again, freshness fails and pages. Told apart from a failure so that nobody
+    goes looking for a MySQL problem that was not there.
+    """
+    where = f" for {partition}" if partition else ""
+    return Alert(
+        id=f"run:{run_id}",
+        action="trigger",
+        severity="warning",
+        title=f"bronze run {run_id[:8]} of {job}{where} was cancelled",
+        dedup_key=f"acode/run/{run_id}",
+        page=False,
+        partition=partition,
+        measured=reason,
+        details={"run_id": run_id, "job": job, "status": "cancelled"},
+        run_url=link,
+        occurred_at=occurred_at,
+    )
+
+
 def read_failed_runs(
     instance: dg.DagsterInstance, state: AlertState, alerting: AlertingResource
 ) -> list[Alert]:
+    """Alerts for the bronze runs that failed or were cancelled since the cursor."""
     after = datetime.fromtimestamp(state.runs_after, UTC) if state.runs_after else None
     records = instance.get_run_records(
-        dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], updated_after=after),
+        dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED],
+            updated_after=after,
+        ),
         limit=_PAGE,
         order_by="update_timestamp",
         ascending=True,
@@ -208,17 +294,32 @@ def read_failed_runs(
         state.runs_seen.append(run.run_id)
         if not _is_bronze_run(instance, run.run_id):
             continue
-        reason = _failure_reason(instance, run.run_id)
-        if reason is None:
+        job, partition = run.job_name, run.tags.get("dagster/partition")
+        link, occurred_at = alerting.run_url(run.run_id), record.update_timestamp.isoformat()
+        if run.status == dg.DagsterRunStatus.CANCELED:
+            reason = _cancel_reason(instance, run.run_id)
+            alerts.append(
+                on_run_canceled(
+                    run.run_id,
+                    job=job,
+                    partition=partition,
+                    reason=reason,
+                    link=link,
+                    occurred_at=occurred_at,
+                )
+            )
+            continue
+        failure = _failure_reason(instance, run.run_id)
+        if failure is None:
             continue
         alerts.append(
             on_run_failure(
                 run.run_id,
-                job=run.job_name,
-                partition=run.tags.get("dagster/partition"),
-                reason=reason,
-                link=alerting.run_url(run.run_id),
-                occurred_at=record.update_timestamp.isoformat(),
+                job=job,
+                partition=partition,
+                reason=failure,
+                link=link,
+                occurred_at=occurred_at,
             )
         )
     return alerts
@@ -278,9 +379,9 @@ def alert_tick(
     minimum_interval_seconds=ALERT_INTERVAL_S,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
-        "Sends every failed bronze check (ERROR and WARN), freshness failure, failed bronze run "
-        "and route change to Slack, and ERROR-level and critical ones to PagerDuty, once each; "
-        "retries on outage."
+        "Sends every failed bronze check (ERROR and WARN), freshness failure, failed or "
+        "cancelled bronze run and route change to Slack, and ERROR-level and critical ones to "
+        "PagerDuty, once each; retries on outage."
     ),
 )
 def acode_alert_sensor(

@@ -1,0 +1,1 @@
+"""Reading the ACODE source: a partition's window, in bounded chunks."""
