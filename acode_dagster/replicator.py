@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Protocol
@@ -38,7 +38,12 @@ from acode_dagster.mysql import (
     source_columns,
 )
 from acode_dagster.quality import Verdict, evaluate_partition
-from acode_dagster.source.window import CHUNK_ROWS, limit_malloc_arenas, window_batches
+from acode_dagster.source.window import (
+    CHUNK_ROWS,
+    READ_CONNECTIONS,
+    limit_malloc_arenas,
+    window_batches,
+)
 from acode_dagster.tables import SOURCE_TIMEZONE, Table, day_window
 
 log = logging.getLogger(__name__)
@@ -201,8 +206,12 @@ def conform(
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def stream_batches(source: MySQLEndpoint, query: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
-    """Record batches of ``query`` from the server, fetched as the consumer pulls them.
+def stream_batches(
+    source: MySQLEndpoint, query: str | Sequence[str], batch_rows: int
+) -> Iterator[pa.RecordBatch]:
+    """Record batches of ``query`` from the server, fetched as the consumer pulls them; of
+    several queries at once, each on a connection of its own, when given several (a batch
+    holds rows of one query).
 
     Bounded on both sides (ACODE_MYSQL_READ_TIMEOUT_S): the reader's socket by
     :func:`bound_reads`, the server's patience with a reader that stopped reading by
@@ -223,7 +232,11 @@ def stream_batches(source: MySQLEndpoint, query: str, batch_rows: int) -> Iterat
         others = connections_to(source)
         reader = cx.read_sql(
             source.arrow_reader_url(),
-            source.bounded_statement(query),
+            (
+                source.bounded_statement(query)
+                if isinstance(query, str)
+                else [source.bounded_statement(q) for q in query]
+            ),
             return_type="arrow_stream",
             batch_size=batch_rows,
         )
@@ -275,6 +288,8 @@ class EmbeddedReplicator:
     batch_rows: int = BATCH_ROWS
     chunk_rows: int = CHUNK_ROWS
     """Rows per query of the window (acode_dagster.source.window); 0 reads it in one query."""
+    connections: int = READ_CONNECTIONS
+    """Slices of the window read at once, each on a connection of its own."""
     row_group_rows: int = ROW_GROUP_ROWS
     max_file_bytes: int = MAX_FILE_BYTES
     progress_every_s: float = 10.0
@@ -305,6 +320,7 @@ class EmbeddedReplicator:
             day,
             batch_rows=self.batch_rows,
             chunk_rows=self.chunk_rows,
+            connections=self.connections,
             log=self.log,
         )
         try:

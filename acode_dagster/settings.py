@@ -111,6 +111,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ACODE_RETRY_BASE_S", "30", "first wait before retrying a sync that lost its server"),
     Setting("ACODE_RETRIES", "4", "retries of such a sync (waits double each time)"),
     Setting(
+        "ACODE_READ_CONNECTIONS",
+        "2",
+        "slices of a day the embedded replicator reads at once, a connection each",
+    ),
+    Setting(
         "ACODE_LEASE_TTL_S",
         "120",
         "a writer's lease on a partition expires when not renewed for this long (a crashed writer)",
@@ -209,6 +214,7 @@ class Settings:
     catchup_days: int = 7
     retry_base_s: float = 30.0
     retries: int = 4
+    read_connections: int = 2
     lease_ttl_s: float = 120.0
     lease_wait_s: float = 600.0
     mysql_connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
@@ -281,6 +287,7 @@ class Settings:
             catchup_days=int(_number(env, "ACODE_CATCHUP_DAYS", 7, minimum=0)),
             retry_base_s=_number(env, "ACODE_RETRY_BASE_S", 30, minimum=0),
             retries=int(_number(env, "ACODE_RETRIES", 4, minimum=0)),
+            read_connections=int(_number(env, "ACODE_READ_CONNECTIONS", 2, minimum=1)),
             lease_ttl_s=_number(env, "ACODE_LEASE_TTL_S", 120, minimum=1),
             lease_wait_s=_number(env, "ACODE_LEASE_WAIT_S", 600, minimum=0),
             mysql_connect_timeout_s=_number(

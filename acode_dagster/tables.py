@@ -206,12 +206,27 @@ class Table:
         return ((self.partition_column, self.key), (self.key,))
 
     def chunk_sql(
-        self, day: date, order: tuple[str, ...], after: tuple[Any, ...] | None, limit: int
+        self,
+        day: date,
+        order: tuple[str, ...],
+        after: tuple[Any, ...] | None,
+        limit: int,
+        span: tuple[datetime, datetime] | None = None,
     ) -> str:
         """At most ``limit`` rows of partition ``day`` in ``order`` (one of :meth:`read_orders`),
-        after the position ``after`` (the last row's values of ``order``; None at the start)."""
+        after the position ``after`` (the last row's values of ``order``; None at the start);
+        only those whose partition column falls in ``span`` (a slice of the day) when given."""
         if order not in self.read_orders():
             raise ValueError(f"{self.name} is not read in chunks ordered by {order}")
+        where = self.where_sql(day)
+        if span is not None:
+            start, end = day_window(day)
+            if not start <= span[0] < span[1] <= end:
+                raise ValueError(f"{span} is not a slice of partition {day}")
+            where = (
+                f" WHERE `{self.partition_column}` >= {_literal(span[0])}"
+                f" AND `{self.partition_column}` < {_literal(span[1])}"
+            )
         resume = ""
         if after is not None:
             literals = [_literal(value) for value in after]
@@ -227,8 +242,7 @@ class Table:
         columns = ", ".join(f"`{c}`" for c in self.column_names)
         by = ", ".join(f"`{c}`" for c in order)
         return (
-            f"SELECT {columns} FROM `{self.name}`{self.where_sql(day)}{resume}"
-            f" ORDER BY {by} LIMIT {int(limit)}"
+            f"SELECT {columns} FROM `{self.name}`{where}{resume} ORDER BY {by} LIMIT {int(limit)}"
         )
 
     def count_sql(self, day: date) -> str:

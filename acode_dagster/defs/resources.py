@@ -28,7 +28,7 @@ from acode_dagster.settings import (
     AirbyteSettings,
     Settings,
 )
-from acode_dagster.source.window import CHUNK_ROWS
+from acode_dagster.source.window import CHUNK_ROWS, READ_CONNECTIONS
 
 
 class MySQLServerResource(dg.ConfigurableResource):
@@ -154,6 +154,10 @@ class ReplicatorResource(dg.ConfigurableResource):
         default=CHUNK_ROWS,
         description="rows per query of a window (the reader's read-ahead bound); 0: one query",
     )
+    read_connections: int = Field(
+        default=READ_CONNECTIONS,
+        description="slices of a day the embedded replicator reads at once, a connection each",
+    )
     row_group_rows: int = ROW_GROUP_ROWS
     max_file_mb: float = 512
     retries: int = Field(default=4, description="retries of a sync that lost its server")
@@ -182,6 +186,7 @@ class ReplicatorResource(dg.ConfigurableResource):
         return EmbeddedReplicator(
             batch_rows=self.batch_rows,
             chunk_rows=self.chunk_rows,
+            connections=self.read_connections,
             row_group_rows=self.row_group_rows,
             max_file_bytes=max_file_bytes,
             log=log,
@@ -250,6 +255,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             max_file_mb=settings.max_file_mb,
             retries=settings.retries,
             retry_base_s=settings.retry_base_s,
+            read_connections=settings.read_connections,
             airbyte=build_airbyte(settings.airbyte) if settings.airbyte else None,
         ),
         "redundancy": RedundancyResource(

@@ -30,14 +30,20 @@ def source(mariadb_pair: Any) -> MySQLEndpoint:
     admin = mariadb_pair.endpoint("primary", admin=True)
     load_days(admin, [DAY], rows={FISCAL_LINES.name: 400, NFE_COMPLEMENTS.name: 60})
     start, end = day_window(DAY)
-    moments = [start, start + timedelta(hours=13, microseconds=5), end - timedelta(microseconds=1)]
+    moments = [
+        start,
+        start + timedelta(hours=12),  # the edge of two slices
+        start + timedelta(hours=13, microseconds=5),
+        end - timedelta(microseconds=1),
+    ]
     connection = admin.connect()
     try:
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT MAX(id) FROM `{FISCAL_LINES.name}`")
             first = int(cursor.fetchone()[0]) + 1  # type: ignore[index]
             rows = [
-                (first + n, DAY, moments[n % len(moments)], f"tie {n}") for n in range(TIES * 3)
+                (first + n, DAY, moments[n % len(moments)], f"tie {n}")
+                for n in range(TIES * len(moments))
             ]
             # The day's edges too: its first microsecond is in, the next day's first is not.
             rows.append((first + len(rows), DAY, end, "next day"))
@@ -61,19 +67,28 @@ def keys_of(batches: Iterator[pa.RecordBatch], key: str) -> list[Any]:
 
 @pytest.mark.parametrize("chunk_rows", [1, 7, TIES, 100, 511, 512, 10_000])
 @pytest.mark.parametrize("order", FISCAL_LINES.read_orders())
+@pytest.mark.parametrize("connections", [1, 2, 3])
 def test_chunks_hold_exactly_the_window(
     source: MySQLEndpoint,
     chunk_rows: int,
     order: tuple[str, ...],
+    connections: int,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """In either order, whichever the optimizer would pick."""
+    """In either order, whichever the optimizer would pick, over one connection or several
+    (with two, 37 tied rows sit on the edge of the slices, at 12:00)."""
     monkeypatch.setattr(window, "read_order", lambda *_: order)
     expected = [r["id"] for r in source_window(source, FISCAL_LINES, DAY)]
-    assert len(expected) == 400 + TIES * 3
+    assert len(expected) == 400 + TIES * 4
     read = keys_of(
         window_batches(
-            stream_batches, source, FISCAL_LINES, DAY, batch_rows=64, chunk_rows=chunk_rows
+            stream_batches,
+            source,
+            FISCAL_LINES,
+            DAY,
+            batch_rows=64,
+            chunk_rows=chunk_rows,
+            connections=connections,
         ),
         "id",
     )
