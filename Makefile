@@ -5,7 +5,7 @@ export UV_PROJECT_ENVIRONMENT ?= .venv
 export ACODE_HOME ?= $(CURDIR)/.acode
 export DAGSTER_HOME ?= $(ACODE_HOME)/dagster
 
-.PHONY: help uv sync quickstart test lint format dev stack-start stack-stop stack-status bench clean
+.PHONY: help uv sync quickstart test lint format dev stack-start stack-stop stack-status bench bench-scale clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -47,11 +47,15 @@ stack-stop: sync  ## stop them
 stack-status: sync  ## show them
 	@$(UV) run --no-sync acode stack status
 
-bench: sync  ## replication (embedded and Airbyte), write-audit-publish, checks and failover-drill benchmarks (bench/README.md; ~30 minutes)
+bench: sync  ## replication (embedded and Airbyte), keys, write-audit-publish, checks and failover-drill benchmarks (bench/README.md; ~40 minutes)
 	@$(UV) run --no-sync python bench/replication.py
+	@$(UV) run --no-sync python bench/keys.py --sizes 2000000,10000000
 	@$(UV) run --no-sync python bench/audit.py
 	@$(UV) run --no-sync python bench/checks.py
 	@$(UV) run --no-sync python bench/failover_drill.py
+
+bench-scale: sync  ## the production-volume bench: 2M, 10M and 50M-row days (~35 GB of disk, ~2 hours the first time; bench/README.md)
+	@$(UV) run --no-sync python bench/scale.py --work bench/.work/scale --keep
 
 clean:  ## stop the local pair and remove all local state (.acode)
 	-@$(UV) run --no-sync acode stack stop

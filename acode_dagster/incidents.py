@@ -106,17 +106,59 @@ def on_run_failure(
     Not paged: the run is retried and caught up, and if the table stays without a good
     partition, freshness fails and pages.
     """
+    return _run_ended(run_id, "failed", "error", {}, job, partition, reason, link, occurred_at)
+
+
+def on_run_canceled(
+    run_id: str,
+    *,
+    job: str,
+    partition: str | None,
+    reason: str,
+    link: str | None,
+    occurred_at: str | None = None,
+) -> Alert:
+    """A bronze run that was cancelled (terminated from the UI, or by run monitoring).
+
+    A warning, not an error, and not paged: someone or something stopped it on purpose; if the
+    day is not run again, freshness fails and pages. Told apart from a failure so that nobody
+    goes looking for a MySQL problem that was not there.
+    """
+    return _run_ended(
+        run_id,
+        "was cancelled",
+        "warning",
+        {"status": "cancelled"},
+        job,
+        partition,
+        reason,
+        link,
+        occurred_at,
+    )
+
+
+def _run_ended(  # noqa: PLR0917 - the public two spell every argument out by name
+    run_id: str,
+    how: str,
+    severity: Literal["error", "warning"],
+    details: Mapping[str, str],
+    job: str,
+    partition: str | None,
+    reason: str,
+    link: str | None,
+    occurred_at: str | None,
+) -> Alert:
     where = f" for {partition}" if partition else ""
     return Alert(
         id=f"run:{run_id}",
         action="trigger",
-        severity="error",
-        title=f"bronze run {run_id[:8]} of {job}{where} failed",
+        severity=severity,
+        title=f"bronze run {run_id[:8]} of {job}{where} {how}",
         dedup_key=f"acode/run/{run_id}",
         page=False,
         partition=partition,
         measured=reason,
-        details={"run_id": run_id, "job": job},
+        details={"run_id": run_id, "job": job, **details},
         run_url=link,
         occurred_at=occurred_at,
     )

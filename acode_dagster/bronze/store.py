@@ -576,18 +576,11 @@ class LocalStore(_PublishedFiles):
             )
 
 
-class _LocalStaging:
-    def __init__(self, store: LocalStore, table: Table, workdir: Path, final: Path):
-        self.store = store
-        self.table = table
-        self.workdir = workdir
-        self.final = final
-        self.url = str(workdir)
+class _StagedFiles:
+    """The :class:`VersionFiles` side of a staging: its files as written so far."""
 
     def _files(self) -> _Files:
-        names = _parquet_names([p.name for p in self.workdir.iterdir()])
-        paths = [str(self.workdir / n) for n in names]
-        return _Files(pafs.LocalFileSystem(), paths, self.table.arrow_schema)
+        raise NotImplementedError
 
     def footers(self) -> list[pq.FileMetaData]:
         return self._files().footers()
@@ -602,6 +595,20 @@ class _LocalStaging:
         row_groups: Sequence[tuple[int, int]],
     ) -> Iterator[pa.Array]:
         return self._files().column_batches(column, footers, row_groups)
+
+
+class _LocalStaging(_StagedFiles):
+    def __init__(self, store: LocalStore, table: Table, workdir: Path, final: Path):
+        self.store = store
+        self.table = table
+        self.workdir = workdir
+        self.final = final
+        self.url = str(workdir)
+
+    def _files(self) -> _Files:
+        names = _parquet_names([p.name for p in self.workdir.iterdir()])
+        paths = [str(self.workdir / n) for n in names]
+        return _Files(pafs.LocalFileSystem(), paths, self.table.arrow_schema)
 
     def add_file(self, path: Path) -> None:
         _fsync(path)
@@ -959,7 +966,7 @@ class S3Store(_PublishedFiles):
         return put_get_delete
 
 
-class _S3Staging:
+class _S3Staging(_StagedFiles):
     def __init__(self, store: S3Store, table: Table, day: date, workdir: Path, staged_prefix: str):
         self.store = store
         self.table = table
@@ -971,20 +978,6 @@ class _S3Staging:
 
     def _files(self) -> _Files:
         return self.store._files(self.staged_prefix, self.staged, self.table.name)
-
-    def footers(self) -> list[pq.FileMetaData]:
-        return self._files().footers()
-
-    def read(self, columns: Sequence[str] | None = None) -> pa.Table:
-        return self._files().read(columns)
-
-    def column_batches(
-        self,
-        column: str,
-        footers: Sequence[pq.FileMetaData],
-        row_groups: Sequence[tuple[int, int]],
-    ) -> Iterator[pa.Array]:
-        return self._files().column_batches(column, footers, row_groups)
 
     def add_file(self, path: Path) -> None:
         key = f"{self.staged_prefix}/{path.name}"

@@ -31,6 +31,7 @@ from acode_dagster.incidents import (
     channels,
     on_check,
     on_route_event,
+    on_run_canceled,
     on_run_failure,
 )
 from acode_dagster.quality import FRESHNESS_CHECK, PARTITION_CHECKS
@@ -236,37 +237,6 @@ def _quarantined(event: dg.DagsterEvent | None) -> bool:
     failure = data.user_failure_data if data else None
     version = failure.metadata.get("bronze_version") if failure else None
     return version is not None and version.value == "quarantined"
-
-
-def on_run_canceled(
-    run_id: str,
-    *,
-    job: str,
-    partition: str | None,
-    reason: str,
-    link: str | None,
-    occurred_at: str | None = None,
-) -> Alert:
-    """A bronze run that was cancelled (terminated from the UI, or by run monitoring).
-
-    A warning, not an error, and not paged: someone or something stopped it on purpose; if the
-    day is not run again, freshness fails and pages. Told apart from a failure so that nobody
-    goes looking for a MySQL problem that was not there.
-    """
-    where = f" for {partition}" if partition else ""
-    return Alert(
-        id=f"run:{run_id}",
-        action="trigger",
-        severity="warning",
-        title=f"bronze run {run_id[:8]} of {job}{where} was cancelled",
-        dedup_key=f"acode/run/{run_id}",
-        page=False,
-        partition=partition,
-        measured=reason,
-        details={"run_id": run_id, "job": job, "status": "cancelled"},
-        run_url=link,
-        occurred_at=occurred_at,
-    )
 
 
 def read_failed_runs(
