@@ -31,8 +31,9 @@ Keys may be integers, text, binary, decimals, booleans, dates or times. A floati
 refused with its column named: NaN equals nothing, so a repeat would have no exact meaning.
 
 Memory: sorting a chunk holds it twice (the chunk and its sorted copy) plus 8 bytes a key of sort
-indices: at the default 2,000,000 keys, 24 bytes a uint64 key (48 MB measured), 40 with its
-position for the landing (81 MB measured), about 42 for a 13-digit EAN. A merge holds one batch
+indices: 24 bytes a uint64 key (48 MB measured at 2,000,000 keys), 40 with its position for the
+landing (81 MB at 2,000,000), about 42 for a 13-digit EAN; the default is 1,000,000 keys, which
+kept the whole 50M-row CLI run under 600 MB (bench/README.md, "Scale"). A merge holds one batch
 of ``memory_rows / fan_in`` keys of each run and sorts what each step takes: the same order
 again. Disk: the runs hold each non-NULL key once, 8 bytes a uint64 key and 16 with its position
 (1.6 GB for a 50M-row day landed twice), and 8 bytes for each row to drop, in the system's
@@ -56,10 +57,10 @@ import pyarrow.parquet as pq
 
 from acode_dagster.errors import AcodeError
 
-DEFAULT_MEMORY_ROWS = 2_000_000
+DEFAULT_MEMORY_ROWS = 1_000_000
 """Keys sorted in memory at once; see the module's docstring for what that costs in bytes."""
 DEFAULT_FAN_IN = 64
-"""Runs merged at once. 50M keys at the default memory make 25 runs: a single merge."""
+"""Runs merged at once. 50M keys at the default memory make 50 runs: a single merge."""
 SAMPLE_SIZE = 5
 _MAX_BATCH_ROWS = 65_536
 KEY = "key"

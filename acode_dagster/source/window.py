@@ -30,10 +30,11 @@ import pymysql
 from acode_dagster.mysql import MySQLEndpoint, explain_mysql_error
 from acode_dagster.tables import Table, day_window
 
-CHUNK_ROWS = 262_144
-"""Rows per query: one row group. The reader may hold one such chunk ahead of the writer (about
-0.35 KB a fiscal row as Arrow data, so ~90 MB); 8 queries for a 2M-row day, 191 for 50M, each an
-index seek on the server."""
+CHUNK_ROWS = 131_072
+"""Rows per query (over all connections): half a row group. The reader may hold one such chunk
+ahead of the writer (about 0.35 KB a fiscal row as Arrow data, so ~45 MB); 16 queries for a
+2M-row day, 382 for 50M, each an index seek on the server. 262,144 cost the 2M-row sync 23 MB
+more at its peak, and the 50M-row CLI run went over 600 MB (bench/README.md, "Scale")."""
 
 READ_CONNECTIONS = 2
 """Slices of a day read at once. Measured on the 2M-row bench day read through the index, the

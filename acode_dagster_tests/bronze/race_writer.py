@@ -7,7 +7,9 @@ race all start their sync at the same moment (not when their imports happen to f
 syncs the partition from the pair's primary with the embedded replicator, configured the way a
 run is: ``ACODE_MAX_FILE_MB`` (the file bound), ``ACODE_LEASE_TTL_S`` and ``ACODE_LEASE_WAIT_S``
 (read by the default publisher). ``RACE_ROWS_PER_GROUP`` sets the batch and row-group size, so
-that a small partition still makes several files under a 1 MB bound.
+that a small partition still makes several files under a 1 MB bound. ``RACE_STOP_AFTER_FILES=N``
+makes it stop itself (SIGSTOP) once it has staged N files, so a test can pause it mid-staging
+however fast the sync runs.
 
 Every progress line goes to stdout; the last line is ``OUTCOME {json}``: ``published`` or
 ``quarantined`` (with the version, files and check outcomes), ``busy`` (LeaseBusy: the holder
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from dataclasses import asdict
 from datetime import date
@@ -42,6 +45,24 @@ def outcome(**fields: Any) -> None:
     say("OUTCOME " + json.dumps(fields, sort_keys=True))
 
 
+def stop_after_files(count: int) -> None:
+    """SIGSTOP this process once ``count`` files are in staging (on either kind of store)."""
+    from acode_dagster.bronze import store as stores
+
+    staged: list[Path] = []
+    for kind in (stores._LocalStaging, stores._S3Staging):
+        original = kind.add_file
+
+        def add_file(self: Any, path: Path, _original: Any = original) -> None:
+            _original(self, path)
+            staged.append(path)
+            if len(staged) == count:
+                say(f"STOPPING after {count} staged file(s)")
+                os.kill(os.getpid(), signal.SIGSTOP)
+
+        kind.add_file = add_file  # type: ignore[method-assign]
+
+
 def main() -> int:
     stack_home, url, table_name, day_text = sys.argv[1:5]
     table, day = get_table(table_name), date.fromisoformat(day_text)
@@ -54,6 +75,8 @@ def main() -> int:
     )
     source = LocalStack(Path(stack_home)).endpoint("primary")
     store = open_store(url)
+    if int(os.environ.get("RACE_STOP_AFTER_FILES", "0")):
+        stop_after_files(int(os.environ["RACE_STOP_AFTER_FILES"]))
     say(f"READY pid {os.getpid()}")
     sys.stdin.readline()
     try:
