@@ -149,7 +149,8 @@ def test_a_stream_cut_mid_way_fails_within_the_read_timeout_and_the_retry_lands_
         events = instance.all_logs(result.run_id)
     assert result.success
     status = proxy.status()
-    assert status.stalled == 1 and status.connections > 2, status  # the cut one, still open
+    # The cut ones, still open: one per connection the reader had open (ACODE_READ_CONNECTIONS).
+    assert 1 <= status.stalled <= 2 and status.connections > 2, status
     step = [e for e in events if e.dagster_event and e.dagster_event.step_key]
     started = next(e.timestamp for e in step if e.dagster_event_type == "STEP_START")
     retried = [e for e in step if e.dagster_event_type == "STEP_UP_FOR_RETRY"]
@@ -232,8 +233,15 @@ def test_a_sigint_mid_sync_stops_the_read_and_releases_the_partition(
     replicator = EmbeddedReplicator(
         batch_rows=1000, progress_every_s=0, log=interrupt_once_rows_flow
     )
-    with pytest.raises(KeyboardInterrupt):
-        replicator.sync(FISCAL_LINES, DAY, through(primary, proxy), store)
+    # Python's own handler, whatever an earlier test in this process left installed: in the
+    # whole suite the SIGINT was once taken without a KeyboardInterrupt, as Dagster's capturing
+    # handler (dagster._utils.interrupts) takes it.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            replicator.sync(FISCAL_LINES, DAY, through(primary, proxy), store)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     time.sleep(0.5)  # what the proxy had in hand when the connection was cut still goes
     stopped = proxy.status().downstream_bytes
     time.sleep(1)
