@@ -62,7 +62,7 @@ def _print_status(stack: Any) -> None:
 
 
 def _demo_days(args: argparse.Namespace) -> list[date]:
-    from acode_dagster.demo.loader import last_complete_days
+    from acode_dagster.tables import last_complete_days
 
     try:
         end = date.fromisoformat(args.end_day) if args.end_day else None
@@ -142,7 +142,7 @@ def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from acode_dagster.quality import PARTITION_CHECKS
+    from acode_dagster.quality import MIRROR_CHECK, PARTITION_CHECKS
     from acode_dagster.runs import ensure_dagster_home, route_status
 
     ensure_dagster_home(settings)
@@ -163,7 +163,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             {
                 "table": t.table,
                 "latest partition": t.latest_partition or "-",
-                **{c.name: t.checks.get(c.name, "-") for c in PARTITION_CHECKS},
+                **{c.name: t.checks.get(c.name, "-") for c in (*PARTITION_CHECKS, MIRROR_CHECK)},
             }
             for t in tables
         ]
@@ -450,7 +450,74 @@ def cmd_quarantine_release(args: argparse.Namespace, settings: Settings) -> int:
         f"recorded as a materialization of partition {day:%Y-%m-%d} in the Dagster instance "
         f"(DAGSTER_HOME={home}): released by {by}: {args.reason.strip()}"
     )
+    if released.mirrored is not None:
+        copy = released.mirrored
+        print(
+            f"mirrored to {copy.target_url}: {copy.detail}"
+            if copy.done
+            else f"warning: not mirrored to {copy.target_url}: {copy.detail}; "
+            "`acode buckets repair` copies it once that bucket is back"
+        )
     return 0
+
+
+def _buckets_tables(args: argparse.Namespace) -> list[str]:
+    from acode_dagster.tables import get_table
+
+    return [get_table(name).name for name in args.tables or []]
+
+
+def cmd_buckets_diff(args: argparse.Namespace, settings: Settings) -> int:
+    from acode_dagster.runs import compare_buckets
+
+    found = compare_buckets(args.days, _buckets_tables(args), checksums=args.checksums)
+    _print_table(
+        [
+            {
+                "table": d.table,
+                "day": f"{d.day:%Y-%m-%d}",
+                "primary": d.primary.summary,
+                "backup": d.backup.summary,
+                "decision": d.decision.action,
+            }
+            for d in found
+        ]
+    )
+    differing = [d for d in found if d.decision.action not in ("in_sync", "missing")]
+    missing = [d for d in found if d.decision.action == "missing"]
+    how = "sizes, footers' rows" + (" and SHA-256 of every file" if args.checksums else "")
+    same = len(found) - len(differing) - len(missing)
+    print(
+        f"\n{len(found)} partition(s) compared ({how}): {same} the same in both buckets, "
+        f"{len(differing)} not, {len(missing)} in neither"
+        + ("; `acode buckets repair` copies what one bucket holds better" if differing else "")
+    )
+    return 1 if differing else 0
+
+
+def cmd_buckets_repair(args: argparse.Namespace, settings: Settings) -> int:
+    from acode_dagster.runs import ensure_dagster_home, repair_buckets
+
+    ensure_dagster_home(settings)
+    report = repair_buckets(
+        args.days, _buckets_tables(args), checksums=args.checksums, by=_operator()
+    )
+    for copy in report.copied:
+        print(f"{copy.table} {copy.day:%Y-%m-%d}: {copy.detail} in {copy.target_url}")
+    for copy in report.failed:
+        print(f"NOT repaired: {copy.table} {copy.day:%Y-%m-%d}: {copy.detail}")
+    for kind, what in (
+        ("missing", "in neither bucket (the catch-up or a backfill re-syncs them)"),
+        ("resync", "with no intact copy in either bucket (re-sync them: `acode backfill`)"),
+        ("unknown", "unreadable in one bucket"),
+    ):
+        for entry in report.left(kind):  # type: ignore[arg-type]
+            print(f"{entry.table} {entry.day:%Y-%m-%d}: {what}")
+    print(
+        f"{len(report.checked)} partition(s) compared: {len(report.copied)} copied and verified, "
+        f"{len(report.failed)} failed, {len(report.left('in_sync'))} already the same"
+    )
+    return 1 if report.failed or report.left("unknown") else 0
 
 
 def cmd_quarantine_discard(args: argparse.Namespace, settings: Settings) -> int:
@@ -700,6 +767,7 @@ def _add_quarantine_commands(sub: Any) -> None:
             )
             action.add_argument("--by", help="who releases it (default: the OS user)")
         action.set_defaults(func=func)
+    _add_bucket_commands(sub)
     sweep = sub.add_parser(
         "sweep",
         help="remove staging left by killed writers and expired quarantined versions, both roots",
@@ -712,6 +780,34 @@ def _add_quarantine_commands(sub: Any) -> None:
         "--dry-run", action="store_true", help="show what would be removed; remove nothing"
     )
     sweep.set_defaults(func=cmd_sweep)
+
+
+def _add_bucket_commands(sub: Any) -> None:
+    buckets = sub.add_parser(
+        "buckets",
+        help="compare the primary and backup buckets, or repair what differs",
+        description="Both buckets hold the whole bronze layer: every published partition is "
+        "mirrored to the other bucket and verified. `diff` compares them partition by partition "
+        "(manifest, files, sizes, rows; --checksums also hashes every byte); `repair` copies the "
+        "good copy of each partition over a missing, older or damaged one, verified, as the "
+        "bronze_repair_job does. A large --days is the backfill of the history to the backup.",
+    )
+    actions = buckets.add_subparsers(dest="action", required=True)
+    for name, func, help_text in (
+        ("diff", cmd_buckets_diff, "what differs between the buckets (exit 1 when anything does)"),
+        ("repair", cmd_buckets_repair, "copy each partition's good copy across, verified"),
+    ):
+        action = actions.add_parser(name, help=help_text)
+        action.add_argument(
+            "--days", type=int, default=7, help="complete days back from yesterday (default 7)"
+        )
+        action.add_argument(
+            "--checksums", action="store_true", help="also hash every file of both copies"
+        )
+        action.add_argument(
+            "--table", dest="tables", action="append", metavar="NAME", help="only this table"
+        )
+        action.set_defaults(func=func)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -283,6 +283,15 @@ class RouteEvent:
     critical: bool
     outage_s: float | None = None
     """On a fail-back to the primary: seconds since the outage's first failed probe."""
+    id: str = ""
+    """Stable identity, the same however often the event is written or read: what the health
+    tick's outbox and the alerts key on. Derived from kind, parts and time when not given (an
+    event of one part and kind per decision, and a decision per instant), which is also how an
+    event stored before ids existed gets one."""
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            object.__setattr__(self, "id", event_id(self.kind, self.parts, self.at))
 
     @property
     def changes_route(self) -> bool:
@@ -302,6 +311,7 @@ class RouteEvent:
             "automatic": self.automatic,
             "critical": self.critical,
             "outage_s": self.outage_s,
+            "id": self.id,
         }
 
     @classmethod
@@ -327,6 +337,8 @@ class RouteEvent:
             automatic=_bool(raw["automatic"], "event.automatic"),
             critical=_bool(raw["critical"], "event.critical"),
             outage_s=None if outage is None else float(outage),
+            # Written before events had ids: derived, the same on every read.
+            id=_str(raw.get("id") or "", "event.id"),
         )
 
     def describe(self) -> str:
@@ -352,6 +364,12 @@ class RouteEvent:
                 moved = f" (moved from {self.from_role})" if self.from_role else " (moved)"
             return f"{where} pinned to {self.to_role}{moved} {self.reason}"
         return f"{where} unpinned (on {self.to_role}) {self.reason}; automatic failover resumes"
+
+
+def event_id(kind: EventKind, parts: tuple[Part, ...], at: datetime) -> str:
+    """``failover/source/2026-05-01T10:05:00+00:00``: one decision makes at most one event of a
+    kind per set of parts, and two decisions never share an instant."""
+    return f"{kind}/{'+'.join(parts)}/{at.isoformat()}"
 
 
 # ---------------------------------------------------------------------- transitions

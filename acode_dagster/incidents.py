@@ -10,6 +10,7 @@ behaviour is tested without Dagster.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -170,6 +171,15 @@ class AlertState:
 
     ``marks`` holds, per check key, the highest execution record id below which everything has
     been read; ``done`` the ids above it already read (records of runs still going sit between).
+
+    Runs are read by update time, which moves whenever a run changes, a tag added by an
+    operator included: ``runs_told`` keeps the failed or cancelled runs already handled (run id
+    to end time) so that such a change never tells a run again, and runs that ended before
+    ``runs_since`` (when alerting started) or long before the newest update read are never
+    told (see :meth:`run_is_news`), which also bounds ``runs_told``.
+
+    ``lineage`` names this cursor's delivery ledger and ``tick`` is the id of the tick that
+    saved it (see :class:`acode_dagster.alerts.LedgerBook`).
     """
 
     marks: dict[str, int] = field(default_factory=dict)
@@ -180,18 +190,26 @@ class AlertState:
     pending: list[Pending] = field(default_factory=list)
     route_mark: int = 0
     """Storage id of the last route event read."""
+    runs_told: dict[str, float] = field(default_factory=dict)
+    runs_since: float = 0.0
+    lineage: str = ""
+    tick: str = ""
 
     def to_json(self) -> str:
         return json.dumps(
             {
-                "version": 1,
+                "version": 2,
                 "marks": self.marks,
                 "done": self.done,
                 "open": self.open,
                 "runs_after": self.runs_after,
                 "runs_seen": self.runs_seen,
+                "runs_told": self.runs_told,
+                "runs_since": self.runs_since,
                 "pending": [p.to_json() for p in self.pending],
                 "route_mark": self.route_mark,
+                "lineage": self.lineage,
+                "tick": self.tick,
             },
             sort_keys=True,
         )
@@ -199,20 +217,66 @@ class AlertState:
     @classmethod
     def from_json(cls, text: str) -> AlertState:
         raw = json.loads(text)
+        runs_after = float(raw["runs_after"])
+        runs_seen = list(raw["runs_seen"])
+        if "runs_told" in raw:
+            told = {str(k): float(v) for k, v in raw["runs_told"].items()}
+            since = float(raw.get("runs_since", 0.0))
+        else:
+            # A version 1 cursor handled every run updated up to runs_after: those are known.
+            told = dict.fromkeys(runs_seen, runs_after)
+            since = runs_after
         return cls(
             marks={k: int(v) for k, v in raw["marks"].items()},
             done={k: [int(i) for i in v] for k, v in raw["done"].items()},
             open=dict(raw["open"]),
-            runs_after=float(raw["runs_after"]),
-            runs_seen=list(raw["runs_seen"]),
+            runs_after=runs_after,
+            runs_seen=runs_seen,
             pending=[Pending.from_json(p) for p in raw["pending"]],
             route_mark=int(raw.get("route_mark", 0)),
+            runs_told=told,
+            runs_since=since,
+            # A version 1 cursor gets a lineage derived from its text: the same one for every
+            # tick that starts from it, until a tick saves it with the lineage written in.
+            lineage=str(raw["lineage"])
+            if "lineage" in raw
+            else hashlib.sha256(text.encode()).hexdigest()[:16],
+            tick=str(raw.get("tick", "")),
         )
+
+    def run_is_news(self, run_id: str, ended_at: float) -> bool:
+        """Whether a failed or cancelled run just read is to be told; if so, remember it.
+
+        Not when it was told (or handled) before, nor when it ended before alerting started,
+        nor when it ended more than :data:`RUN_MEMORY_S` before the newest update read: such a
+        run was handled when its end was read, and forgotten since; only a later update (a
+        tag) brings it back. ``runs_after`` must already include this read.
+        """
+        if run_id in self.runs_told or ended_at < self._runs_floor():
+            return False
+        self.runs_told[run_id] = ended_at
+        return True
+
+    def forget_old_runs(self) -> None:
+        """Drop what :meth:`run_is_news` no longer needs to remember."""
+        floor = self._runs_floor()
+        self.runs_told = {k: v for k, v in self.runs_told.items() if v >= floor}
+
+    def _runs_floor(self) -> float:
+        return max(self.runs_since, self.runs_after - RUN_MEMORY_S)
+
+
+RUN_MEMORY_S = 7 * 24 * 3600.0
+"""How long before the newest run update read a failed run must have ended to still be news;
+as long as ``runs_told`` remembers a run."""
 
 
 def on_route_event(event: RouteEvent, record_id: int, link: str | None) -> list[Alert]:
     """A route change is news for Slack; both sources (or buckets) down pages, and is resolved in
-    PagerDuty when one of them is back."""
+    PagerDuty when one of them is back.
+
+    The alerts are named after the event's stable id, not after ``record_id`` (where the event
+    was read): an event recorded twice is still one alert."""
     parts = "+".join(event.parts)
     down_key = f"acode/route/{parts}/both_down"
     details: dict[str, str] = {"from": event.from_role or "", "to": event.to_role or ""}
@@ -220,11 +284,11 @@ def on_route_event(event: RouteEvent, record_id: int, link: str | None) -> list[
     if event.outage_s is not None:
         details["outage_minutes"] = f"{event.outage_s / 60:.1f}"
     told = Alert(
-        id=f"route:{record_id}",
+        id=f"route:{event.id}",
         action="trigger",
         severity="warning" if event.kind == "failover" else "info",
         title=event.describe(),
-        dedup_key=f"acode/route/{parts}/{event.kind}/{record_id}",
+        dedup_key=f"acode/route/{event.id}",
         page=False,
         measured=event.reason,
         details=details,
@@ -236,7 +300,7 @@ def on_route_event(event: RouteEvent, record_id: int, link: str | None) -> list[
         return [replace(told, severity="critical", title=title, dedup_key=down_key, page=True)]
     if event.kind == "recovered":
         resolve = replace(
-            told, id=f"route-resolve:{record_id}", action="resolve", dedup_key=down_key, page=True
+            told, id=f"route-resolve:{event.id}", action="resolve", dedup_key=down_key, page=True
         )
         return [resolve, told]
     return [told]

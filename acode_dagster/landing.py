@@ -1,8 +1,11 @@
 """Where an Airbyte connection lands its raw files, and how partition D is cut out of them.
 
-The connections write Parquet through Airbyte's S3 destination into a staging prefix of the
-bronze bucket (``ACODE_AIRBYTE_STAGING_URL``), one folder per stream, with the destination's
-"S3 Path Format" set to ``${STREAM_NAME}/${YEAR}_${MONTH}_${DAY}_${EPOCH}_``:
+The connections write Parquet through Airbyte's S3 destination into a staging prefix of a
+bronze bucket, one folder per stream, with the destination's "S3 Path Format" set to
+``${STREAM_NAME}/${YEAR}_${MONTH}_${DAY}_${EPOCH}_``. There is one staging prefix per bucket:
+``ACODE_AIRBYTE_STAGING_URL`` in the primary bucket and, for bucket failover,
+``ACODE_AIRBYTE_BACKUP_STAGING_URL`` in the backup bucket, each fed by connections of its own
+(a destination is fixed in Airbyte):
 
     <staging>/<table>/2026_11_21_1763694000123_0.parquet
 
@@ -24,7 +27,7 @@ so the value that left MySQL is the value published (tested with Hypothesis).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -40,12 +43,17 @@ from acode_dagster.bronze.keys import (
     first_occurrences,
     positions,
 )
-from acode_dagster.bronze.store import parse_bronze_url
-from acode_dagster.errors import BronzeError, SourceError
+from acode_dagster.bronze.store import open_store, parse_bronze_url
+from acode_dagster.errors import AcodeError, BronzeError, SourceError
 from acode_dagster.replicator import conform
+from acode_dagster.routing import BACKUP, PRIMARY, Role
 from acode_dagster.tables import Table, day_window
 
 STAGING_SETTING = "ACODE_AIRBYTE_STAGING_URL"
+BACKUP_STAGING_SETTING = "ACODE_AIRBYTE_BACKUP_STAGING_URL"
+STAGING_SETTINGS: Mapping[Role, str] = {PRIMARY: STAGING_SETTING, BACKUP: BACKUP_STAGING_SETTING}
+"""The setting naming each bucket's staging prefix."""
+PROBE_FOLDER = "_probe"
 AIRBYTE_META_TYPE = pa.struct(
     [
         pa.field("sync_id", pa.int64()),
@@ -160,13 +168,45 @@ class LandingStats:
 
 
 class Landing:
-    """The staging prefix the connections write into: a folder or ``s3://bucket/prefix``."""
+    """The staging prefix the connections write into: a folder or ``s3://bucket/prefix``;
+    ``setting`` is the variable that names it, for errors."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, setting: str = STAGING_SETTING):
         self.url = url.rstrip("/")
-        kind, where = parse_bronze_url(url, setting=STAGING_SETTING)
+        self.setting = setting
+        kind, where = parse_bronze_url(url, setting=setting)
         self._kind = kind
         self._root = where
+
+    @property
+    def location(self) -> tuple[str, str]:
+        """``(bucket, prefix)`` of an S3 prefix; ``("", folder)`` for a folder."""
+        if self._kind == "s3":
+            bucket, _, prefix = self._root.partition("/")
+            return bucket, prefix
+        return "", self._root
+
+    def prepare_probe(self, timeout_s: float) -> Callable[[], None]:
+        """Write, read back and delete a small object under ``<staging>/_probe/`` (which the
+        cut never reads: it lists the stream folders only), as the bronze probe does; what it
+        builds locally (an S3 client) is built now, the waiting part is returned. Its errors
+        name the staging prefix and its setting."""
+        store = open_store(self.url, setting=self.setting)
+        put_get_delete = store.prepare_probe(timeout_s)
+
+        def probe() -> None:
+            try:
+                put_get_delete()
+            except AcodeError as exc:
+                # The store's hints name the bronze setting; here the staging's is the one to fix.
+                why = str(exc).replace("ACODE_BRONZE_URL", self.setting)
+                raise BronzeError(
+                    f"cannot write, read and delete a probe object under "
+                    f"{self.url}/{PROBE_FOLDER}/ ({self.setting}): {why}",
+                    transient=exc.transient,
+                ) from None
+
+        return probe
 
     def filesystem(self) -> pafs.FileSystem:
         if self._kind == "s3":
@@ -190,7 +230,7 @@ class Landing:
         except OSError as exc:
             raise BronzeError(
                 f"cannot list the Airbyte landing folder {self.stream_url(table)}: {exc} — check "
-                f"{STAGING_SETTING} and the bucket's permissions",
+                f"{self.setting} and the bucket's permissions",
                 transient=True,
             ) from None
         return sorted(

@@ -12,8 +12,11 @@ write timeouts, and the S3 connect and read timeouts with a single attempt (no r
 as a whole gives up after twice that: the I/O runs in a worker thread and the caller stops
 waiting, so neither a server that accepts a connection and then says nothing (a frozen process)
 nor a hung local disk can stall the caller; the abandoned thread ends with its own socket
-timeout. :func:`probe_all` runs the four probes at once, so one dead target costs about one
-timeout, not one per target.
+timeout. :func:`probe_all` runs the four probes (and any others, such as the Airbyte
+connections') at once, so one dead target costs about one timeout, not one per target; and the
+whole round waits at most ``ProbeSettings.budget_s``: a probe still running then is reported
+unhealthy, having run out of the round's budget, beside the others' results. The health sensor
+sets it well inside the 60 s Dagster gives a sensor tick.
 
 Replica rules: when the backup is a safe failover target
 --------------------------------------------------------
@@ -66,9 +69,9 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
 
@@ -84,6 +87,7 @@ Target = Literal["mysql_primary", "mysql_backup", "bucket_primary", "bucket_back
 TARGETS: tuple[Target, ...] = ("mysql_primary", "mysql_backup", "bucket_primary", "bucket_backup")
 
 OK = "ok"
+DEFAULT_BUDGET_S = 30.0
 
 # A probe may take this many timeouts in all: connect, handshake and query each wait up to one.
 _BUDGET_FACTOR = 2.0
@@ -151,10 +155,14 @@ class ProbeSettings:
     """A backup further behind than this is not a safe target."""
     lag_warn_s: float = 300.0
     """A backup further behind than this is still a target, with a warning."""
+    budget_s: float = DEFAULT_BUDGET_S
+    """Longest wait for a whole round of probes run at once (:func:`probe_all`)."""
 
     def __post_init__(self) -> None:
         if not self.timeout_s > 0:
             raise ConfigError(f"probe timeout must be positive, got {self.timeout_s}")
+        if not self.budget_s > 0:
+            raise ConfigError(f"probe budget must be positive, got {self.budget_s}")
         if not self.rpo_s > 0 or not self.lag_warn_s >= 0:
             raise ConfigError(
                 f"probe RPO must be positive and the lag warning not negative, got "
@@ -454,7 +462,9 @@ def probe_bucket(
     return run_check(target, check, settings, secrets, where=store.url)
 
 
-# ---------------------------------------------------------------------- all four
+# ---------------------------------------------------------------------- all at once
+
+Probe = Callable[[], ProbeResult]
 
 
 def probe_all(
@@ -463,26 +473,91 @@ def probe_all(
     primary_store: BronzeStore,
     backup_store: BronzeStore,
     settings: ProbeSettings = ProbeSettings(),
+    *,
+    groups: Sequence[ProbeGroup] = (),
 ) -> dict[str, ProbeResult]:
-    """The four probes at once, keyed by target (in :data:`TARGETS` order)."""
-    calls: dict[Target, Callable[[], ProbeResult]] = {
+    """The four probes and the ``groups`` at once, within ``settings.budget_s``, keyed by
+    target (:data:`TARGETS` order, then the groups')."""
+    calls: dict[str, Probe] = {
         "mysql_primary": lambda: probe_mysql(primary, PRIMARY, settings),
         "mysql_backup": lambda: probe_replica(backup, settings),
         "bucket_primary": lambda: probe_bucket(primary_store, PRIMARY, settings),
         "bucket_backup": lambda: probe_bucket(backup_store, BACKUP, settings),
     }
+    return probe_within(calls, settings.budget_s, groups)
+
+
+@dataclass(frozen=True)
+class ProbeGroup:
+    """Probes that one call runs and reports together (the replicator's own, say)."""
+
+    targets: tuple[str, ...]
+    """What the call reports on: each is reported unhealthy if the call is not done in time."""
+    call: Callable[[], Mapping[str, ProbeResult]]
+
+
+def probe_within(
+    calls: Mapping[str, Probe], budget_s: float, groups: Sequence[ProbeGroup] = ()
+) -> dict[str, ProbeResult]:
+    """Run every probe and group at once, each in a thread of its own, and wait at most
+    ``budget_s`` for them all; keyed by target, ``calls`` first, then each group's. Never raises.
+
+    A probe still running when the budget is spent is reported unhealthy, and abandoned: its
+    daemon thread ends with its own timeouts and holds up neither the caller nor the process's
+    exit (a pool's worker threads would hold both).
+    """
+    jobs = [ProbeGroup((target,), partial(_single, target, call)) for target, call in calls.items()]
+    jobs += groups
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix="probe") as pool:
-        futures = {target: pool.submit(call) for target, call in calls.items()}
-    results: dict[str, ProbeResult] = {}
-    for target, future in futures.items():
+    deadline = time.monotonic() + budget_s
+    done = threading.Condition()
+    finished: dict[int, Mapping[str, ProbeResult]] = {}
+
+    def work(index: int, job: ProbeGroup) -> None:
         try:
-            results[target] = future.result()
+            results = dict(job.call())
         except Exception as exc:  # a probe never raises; this is a belt for the braces
-            results[target] = ProbeResult(
-                target, False, time.perf_counter() - started, _unexpected(exc, ())
-            )
+            reason = _unexpected(exc, ())
+            results = {t: ProbeResult(t, False, _since(started), reason) for t in job.targets}
+        with done:
+            finished[index] = results
+            done.notify_all()
+
+    for index, job in enumerate(jobs):
+        try:
+            threading.Thread(
+                target=work, args=(index, job), name=f"probes-{index}", daemon=True
+            ).start()
+        except Exception as exc:  # no thread to be had: report it rather than raise
+            reason = _unexpected(exc, ())
+            with done:
+                finished[index] = {t: ProbeResult(t, False, 0.0, reason) for t in job.targets}
+    with done:
+        while len(finished) < len(jobs) and (left := deadline - time.monotonic()) > 0:
+            done.wait(left)
+        ready = dict(finished)
+    waited = _since(started)
+    results: dict[str, ProbeResult] = {}
+    for index, job in enumerate(jobs):
+        if index in ready:
+            results.update(ready[index])
+        else:
+            results.update({t: _out_of_budget(t, budget_s, waited) for t in job.targets})
     return results
+
+
+def _single(target: str, call: Probe) -> dict[str, ProbeResult]:
+    return {target: call()}
+
+
+def _out_of_budget(target: str, budget_s: float, waited_s: float) -> ProbeResult:
+    return ProbeResult(
+        target,
+        False,
+        waited_s,
+        f"{target} ran out of the tick's probe budget: no verdict within {budget_s:g} s for "
+        "all probes at once (ACODE_PROBE_BUDGET_S); check that it runs and is reachable",
+    )
 
 
 # ---------------------------------------------------------------------- running a check

@@ -86,6 +86,14 @@ PARTITION_CHECKS: tuple[CheckSpec, ...] = (
 )
 BLOCKING_CHECKS = frozenset(spec.name for spec in PARTITION_CHECKS if spec.blocking)
 """An ERROR on one of these keeps a version out of the published layout (it is quarantined)."""
+MIRROR_CHECK = CheckSpec(
+    "mirror",
+    "The published version is copied to the other bucket and verified there against its "
+    "manifest (files, sizes, rows, SHA-256). A WARN means the other bucket lacks it for now: "
+    "the repair after fail-back (or `acode buckets repair`) copies it.",
+    blocking=False,
+)
+"""Recorded after the publish, on the partition; never part of the audit of a staged version."""
 FRESHNESS_CHECK = CheckSpec(
     FRESHNESS,
     "Time since the newest partition landed with its blocking checks passed.",

@@ -20,6 +20,7 @@ from acode_dagster.routing import Role
 from acode_dagster.settings import Settings
 
 if TYPE_CHECKING:
+    from acode_dagster.bronze.mirror import Mirrored, PartitionDiff, RepairReport
     from acode_dagster.defs.bronze.sweep import RootSweep
     from acode_dagster.defs.resources import BronzeResource
 
@@ -253,7 +254,7 @@ def route_status() -> tuple[Any, list[Any], list[TableStatus]]:
     """``(route state, recent route events newest first, per-table latest partition)``."""
     from acode_dagster.defs.bronze.checks import bronze_key
     from acode_dagster.defs.redundancy.state import load_state, recent_route_events
-    from acode_dagster.quality import PARTITION_CHECKS
+    from acode_dagster.quality import MIRROR_CHECK, PARTITION_CHECKS
     from acode_dagster.tables import TABLES
 
     with dg.DagsterInstance.get() as instance:
@@ -264,7 +265,7 @@ def route_status() -> tuple[Any, list[Any], list[TableStatus]]:
             landed = instance.get_materialized_partitions(bronze_key(table))
             latest = max(landed) if landed else None
             checks: dict[str, str] = {}
-            for spec in PARTITION_CHECKS:
+            for spec in (*PARTITION_CHECKS, MIRROR_CHECK):
                 key = dg.AssetCheckKey(bronze_key(table), spec.name)
                 for record in instance.event_log_storage.get_asset_check_execution_history(
                     key, limit=20
@@ -612,7 +613,7 @@ class QuarantineListing:
     """The URL of each root looked in."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class ReleasedVersion:
     role: Role
     store_url: str
@@ -621,6 +622,8 @@ class ReleasedVersion:
     manifest: Manifest
     """The manifest it was published with (its note says who released it and why)."""
     partition_url: str
+    mirrored: "Mirrored | None" = None
+    """Its copy to the other root (None with a single root)."""
 
 
 def _bronze() -> "BronzeResource":
@@ -722,6 +725,14 @@ def release_metadata(
         "quarantined_at": dg.MetadataValue.text(released.entry.quarantined_at),
         "bucket_role": dg.MetadataValue.text(released.role),
         "source_server": dg.MetadataValue.text(manifest.source),
+        **(
+            {
+                "mirrored": dg.MetadataValue.bool(released.mirrored.done),
+                "mirror": dg.MetadataValue.text(released.mirrored.detail),
+            }
+            if released.mirrored is not None
+            else {}
+        ),
     }
 
 
@@ -761,6 +772,8 @@ def release_quarantined(
         released = ReleasedVersion(
             target.role, store.url, entry, manifest, store.partition_url(table, day)
         )
+        # Published like a sync's version, so mirrored like one (recorded with the release).
+        released.mirrored = _mirror_release(bronze, table, day, released)
         try:
             instance.report_runless_asset_event(
                 dg.AssetMaterialization(
@@ -779,6 +792,30 @@ def release_quarantined(
                 "instance's storage"
             ) from exc
     return released
+
+
+def _mirror_release(
+    bronze: "BronzeResource",
+    table: Any,
+    day: date,
+    released: "ReleasedVersion",
+) -> "Mirrored | None":
+    from acode_dagster.bronze.lease import Holder
+    from acode_dagster.bronze.mirror import mirror
+    from acode_dagster.failover import opposite
+
+    if not bronze.mirrored:
+        return None
+    other = opposite(released.role)
+    return mirror(
+        bronze.store(released.role),
+        bronze.store(other),
+        table,
+        day,
+        holder=Holder.here("release", purpose=f"mirror to the {other} bucket"),
+        policy=bronze.lease_policy(),
+        expected=released.manifest,
+    )
 
 
 def discard_quarantined(
@@ -802,3 +839,63 @@ def sweep_bronze(*, dry_run: bool = False, now: datetime | None = None) -> list[
     from acode_dagster.defs.bronze.sweep import sweep_roots
 
     return sweep_roots(_bronze(), dry_run=dry_run, now=now)
+
+
+def compare_buckets(
+    days: int, table_names: Sequence[str] = (), *, checksums: bool = False
+) -> list["PartitionDiff"]:
+    """Both bronze roots compared over the last ``days`` complete days (``acode buckets diff``)."""
+    from acode_dagster.bronze.mirror import diff
+    from acode_dagster.defs.bronze.repair import repair_window
+    from acode_dagster.errors import ConfigError
+    from acode_dagster.routing import BACKUP, PRIMARY
+    from acode_dagster.tables import TABLES, get_table
+
+    bronze = _bronze()
+    if not bronze.mirrored:
+        raise ConfigError(
+            "ACODE_BRONZE_BACKUP_URL is the same root as ACODE_BRONZE_URL: there is no second "
+            "copy to compare; set ACODE_BRONZE_BACKUP_URL to the backup bucket"
+        )
+    tables = [get_table(t) for t in table_names] if table_names else list(TABLES)
+    return diff(
+        bronze.store(PRIMARY),
+        bronze.store(BACKUP),
+        tables,
+        repair_window(days),
+        checksums=checksums,
+    )
+
+
+def repair_buckets(
+    days: int, table_names: Sequence[str] = (), *, checksums: bool = False, by: str
+) -> "RepairReport":
+    """``acode buckets repair``: a run of ``bronze_repair_job`` in this process, recorded in the
+    Dagster instance like one launched from the UI (each copy an evaluation of the partition's
+    ``mirror`` check); its report, for the command to print."""
+    from acode_dagster.defs.bronze.repair import bronze_repair_job
+    from acode_dagster.errors import ConfigError
+    from acode_dagster.tables import get_table
+
+    bronze = _bronze()
+    if not bronze.mirrored:
+        raise ConfigError(
+            "ACODE_BRONZE_BACKUP_URL is the same root as ACODE_BRONZE_URL: there is no second "
+            "copy to repair; set ACODE_BRONZE_BACKUP_URL to the backup bucket"
+        )
+    config = {
+        "days": days,
+        "checksums": checksums,
+        "tables": [get_table(t).name for t in table_names],
+    }
+    with dg.DagsterInstance.get() as instance:
+        result = bronze_repair_job.execute_in_process(
+            run_config={"ops": {"repair_buckets": {"config": config}}},
+            resources={"bronze": bronze},
+            instance=instance,
+            tags={"acode/launched_by": by},
+            raise_on_error=False,
+        )
+    # The report whatever the outcome: a run that could not repair everything fails (so the
+    # UI shows it), and the command says what failed.
+    return result.output_for_node("repair_buckets")  # type: ignore[no-any-return]

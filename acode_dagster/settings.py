@@ -8,10 +8,12 @@ and never shows their values in the UI or the run configuration.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from acode_dagster.errors import ConfigError
 
@@ -22,11 +24,17 @@ DEFAULT_SLACK_CHANNEL = "#data-engineering-alerts"
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_PAGERDUTY_URL = "https://events.pagerduty.com"
 DEFAULT_UI_URL = "http://127.0.0.1:3000"
+DEFAULT_ALERT_GIVE_UP_H = 24.0
 DEFAULT_SOURCE_CONCURRENCY = 2
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_READ_TIMEOUT_S = 180.0
 """Silence, not duration: a read that gets no byte for this long fails; a long read is fine."""
 DEFAULT_RUN_MAX_RUNTIME_S = 4 * 3600
+DEFAULT_PROBE_BUDGET_S = 30.0
+DEFAULT_REPLICA_CHECK_CRON = "30 5 * * *"
+MAX_PROBE_BUDGET_S = 55.0
+"""Dagster cuts a sensor tick at 60 s; after its probes the health tick still commits the route
+and builds its catch-up."""
 """Four times the hour a 50M-row day takes: room for its retries and for waits on the pool."""
 
 
@@ -100,14 +108,47 @@ SETTINGS: tuple[Setting, ...] = (
         secret=True,
     ),
     Setting("ACODE_PAGERDUTY_URL", DEFAULT_PAGERDUTY_URL, "PagerDuty Events API base URL"),
+    Setting(
+        "ACODE_ALERT_GIVE_UP_H",
+        "24",
+        "hours after its first attempt an undelivered alert is dropped, with a warning",
+    ),
     Setting("ACODE_HEALTH_INTERVAL_S", "300", "seconds between two health probes of everything"),
     Setting("ACODE_PROBE_TIMEOUT_S", "5", "a probe that takes longer fails"),
+    Setting(
+        "ACODE_PROBE_BUDGET_S",
+        f"{DEFAULT_PROBE_BUDGET_S:g}",
+        "longest a health tick's probes may take, all at once; a probe still running then "
+        f"fails. At least ACODE_PROBE_TIMEOUT_S, below {MAX_PROBE_BUDGET_S:g} (Dagster cuts a "
+        "sensor tick at 60 s)",
+    ),
     Setting("ACODE_FAILOVER_AFTER", "2", "consecutive failed probes before moving to the backup"),
     Setting("ACODE_FAILBACK_AFTER", "3", "consecutive healthy probes of the primary to come back"),
     Setting("ACODE_FAILBACK_DWELL_S", "1800", "minimum seconds on the backup before coming back"),
     Setting("ACODE_RPO_S", "3600", "a replica further behind than this is not a safe target"),
     Setting("ACODE_LAG_WARN_S", "300", "replica lag from which the health report warns"),
     Setting("ACODE_CATCHUP_DAYS", "7", "after a route change, missing days of this window re-run"),
+    Setting(
+        "ACODE_REPLICA_CHECK_DAYS",
+        "3",
+        "complete days of each fact table the daily replica check compares on primary and replica",
+    ),
+    Setting(
+        "ACODE_REPLICA_CHECK_CRON",
+        DEFAULT_REPLICA_CHECK_CRON,
+        "when the replica check runs (cron, America/Sao_Paulo)",
+    ),
+    Setting(
+        "ACODE_REPLICA_CHECK_WAIT_S",
+        "60",
+        "the longest the replica check waits for a lagging replica before comparing the "
+        "differing days once more",
+    ),
+    Setting(
+        "ACODE_MIRROR_VERIFY_DAYS",
+        "7",
+        "days the daily bucket repair compares between the two buckets (and copies across)",
+    ),
     Setting("ACODE_RETRY_BASE_S", "30", "first wait before retrying a sync that lost its server"),
     Setting("ACODE_RETRIES", "4", "retries of such a sync (waits double each time)"),
     Setting(
@@ -156,17 +197,38 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "ACODE_AIRBYTE_PRIMARY_CONNECTION_ID",
         "",
-        "airbyte mode: connection reading the primary (connection_mysql_s3_acode)",
+        "airbyte mode: connection reading the primary into ACODE_AIRBYTE_STAGING_URL "
+        "(connection_mysql_s3_acode)",
     ),
     Setting(
         "ACODE_AIRBYTE_BACKUP_CONNECTION_ID",
         "",
-        "airbyte mode: connection reading the backup (connection_mysql_s3_acode_backup)",
+        "airbyte mode: connection reading the backup into ACODE_AIRBYTE_STAGING_URL "
+        "(connection_mysql_s3_acode_backup)",
     ),
     Setting(
         "ACODE_AIRBYTE_STAGING_URL",
         f"$ACODE_BRONZE_URL/{STAGING_FOLDER}",
-        "airbyte mode: where the connections' S3 destination lands the raw Parquet",
+        "airbyte mode: where the two connections above land the raw Parquet (in the primary "
+        "bucket)",
+    ),
+    Setting(
+        "ACODE_AIRBYTE_BACKUP_STAGING_URL",
+        "",
+        "airbyte mode, bucket failover: the staging prefix in the backup bucket, where the two "
+        "*_TO_BACKUP_BUCKET connections land; set all three, or none (no bucket failover)",
+    ),
+    Setting(
+        "ACODE_AIRBYTE_PRIMARY_TO_BACKUP_BUCKET_CONNECTION_ID",
+        "",
+        "airbyte mode, bucket failover: connection reading the primary into "
+        "ACODE_AIRBYTE_BACKUP_STAGING_URL (connection_mysql_s3_acode_to_backup_bucket)",
+    ),
+    Setting(
+        "ACODE_AIRBYTE_BACKUP_TO_BACKUP_BUCKET_CONNECTION_ID",
+        "",
+        "airbyte mode, bucket failover: connection reading the backup into "
+        "ACODE_AIRBYTE_BACKUP_STAGING_URL (connection_mysql_s3_acode_backup_to_backup_bucket)",
     ),
     Setting(
         "ACODE_AIRBYTE_TIMEOUT_S", "3600", "airbyte mode: a sync job running longer is cancelled"
@@ -204,14 +266,20 @@ class Settings:
     pagerduty_key_set: bool = False
     pagerduty_url: str = DEFAULT_PAGERDUTY_URL
     ui_url: str = DEFAULT_UI_URL
+    alert_give_up_h: float = DEFAULT_ALERT_GIVE_UP_H
     health_interval_s: int = 300
     probe_timeout_s: float = 5.0
+    probe_budget_s: float = DEFAULT_PROBE_BUDGET_S
     failover_after: int = 2
     failback_after: int = 3
     failback_dwell_s: float = 1800.0
     rpo_s: float = 3600.0
     lag_warn_s: float = 300.0
     catchup_days: int = 7
+    replica_check_days: int = 3
+    replica_check_cron: str = DEFAULT_REPLICA_CHECK_CRON
+    replica_check_wait_s: float = 60.0
+    mirror_verify_days: int = 7
     retry_base_s: float = 30.0
     retries: int = 4
     read_connections: int = 2
@@ -277,14 +345,22 @@ class Settings:
             pagerduty_key_set=bool(env.get("PAGERDUTY_ROUTING_KEY")),
             pagerduty_url=_http_url(env, "ACODE_PAGERDUTY_URL", DEFAULT_PAGERDUTY_URL),
             ui_url=_http_url(env, "ACODE_DAGSTER_UI_URL", DEFAULT_UI_URL).rstrip("/"),
+            alert_give_up_h=_number(
+                env, "ACODE_ALERT_GIVE_UP_H", DEFAULT_ALERT_GIVE_UP_H, minimum=0
+            ),
             health_interval_s=int(_number(env, "ACODE_HEALTH_INTERVAL_S", 300, minimum=1)),
             probe_timeout_s=_number(env, "ACODE_PROBE_TIMEOUT_S", 5, minimum=0.1),
+            probe_budget_s=_probe_budget(env),
             failover_after=int(_number(env, "ACODE_FAILOVER_AFTER", 2, minimum=1)),
             failback_after=int(_number(env, "ACODE_FAILBACK_AFTER", 3, minimum=1)),
             failback_dwell_s=_number(env, "ACODE_FAILBACK_DWELL_S", 1800, minimum=0),
             rpo_s=_number(env, "ACODE_RPO_S", 3600, minimum=1),
             lag_warn_s=_number(env, "ACODE_LAG_WARN_S", 300, minimum=0),
             catchup_days=int(_number(env, "ACODE_CATCHUP_DAYS", 7, minimum=0)),
+            replica_check_days=_whole(env, "ACODE_REPLICA_CHECK_DAYS", 3, minimum=1),
+            replica_check_cron=_cron(env, "ACODE_REPLICA_CHECK_CRON", DEFAULT_REPLICA_CHECK_CRON),
+            replica_check_wait_s=_number(env, "ACODE_REPLICA_CHECK_WAIT_S", 60, minimum=0),
+            mirror_verify_days=int(_number(env, "ACODE_MIRROR_VERIFY_DAYS", 7, minimum=1)),
             retry_base_s=_number(env, "ACODE_RETRY_BASE_S", 30, minimum=0),
             retries=int(_number(env, "ACODE_RETRIES", 4, minimum=0)),
             read_connections=int(_number(env, "ACODE_READ_CONNECTIONS", 2, minimum=1)),
@@ -318,6 +394,14 @@ _AIRBYTE_REQUIRED = {
     "(its page's address: /connections/<id>)",
     "ACODE_AIRBYTE_BACKUP_CONNECTION_ID": "the id of connection_mysql_s3_acode_backup",
 }
+_AIRBYTE_BACKUP_BUCKET = {
+    "ACODE_AIRBYTE_BACKUP_STAGING_URL": "the S3 Bucket Path of their destination, in the backup "
+    "bucket, e.g. s3://farmarcas-backup-acode/_airbyte_staging",
+    "ACODE_AIRBYTE_PRIMARY_TO_BACKUP_BUCKET_CONNECTION_ID": "the id of the connection reading "
+    "the primary into that prefix (connection_mysql_s3_acode_to_backup_bucket)",
+    "ACODE_AIRBYTE_BACKUP_TO_BACKUP_BUCKET_CONNECTION_ID": "the id of the connection reading "
+    "the backup into that prefix (connection_mysql_s3_acode_backup_to_backup_bucket)",
+}
 
 
 @dataclass(frozen=True)
@@ -334,6 +418,15 @@ class AirbyteSettings:
     timeout_s: float = 3600.0
     poll_s: float = 10.0
     failure_window_s: float = 3600.0
+    backup_staging_url: str = ""
+    """The backup bucket's staging prefix; empty when bucket failover is not configured."""
+    primary_to_backup_bucket_connection_id: str = ""
+    backup_to_backup_bucket_connection_id: str = ""
+
+    @property
+    def backup_bucket_configured(self) -> bool:
+        """Whether a sync can land into the backup bucket (all three settings are set)."""
+        return bool(self.backup_staging_url)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], bronze_url: str) -> AirbyteSettings:
@@ -366,6 +459,10 @@ class AirbyteSettings:
                 "ACODE_AIRBYTE_PRIMARY_CONNECTION_ID and ACODE_AIRBYTE_BACKUP_CONNECTION_ID are "
                 "the same connection; the backup connection must read the backup server"
             )
+        staging_url = (env.get("ACODE_AIRBYTE_STAGING_URL") or "").strip() or (
+            f"{bronze_url.rstrip('/')}/{STAGING_FOLDER}"
+        )
+        backup_bucket = _airbyte_backup_bucket(env, values, staging_url)
         return cls(
             rest_api_base_url=values["AIRBYTE_REST_API_BASE_URL"].rstrip("/"),
             configuration_api_base_url=values["AIRBYTE_CONFIGURATION_API_BASE_URL"].rstrip("/"),
@@ -373,12 +470,86 @@ class AirbyteSettings:
             credentials_set=has_id,
             primary_connection_id=values["ACODE_AIRBYTE_PRIMARY_CONNECTION_ID"],
             backup_connection_id=values["ACODE_AIRBYTE_BACKUP_CONNECTION_ID"],
-            staging_url=(env.get("ACODE_AIRBYTE_STAGING_URL") or "").strip()
-            or f"{bronze_url.rstrip('/')}/{STAGING_FOLDER}",
+            staging_url=staging_url,
             timeout_s=_number(env, "ACODE_AIRBYTE_TIMEOUT_S", 3600, minimum=1),
             poll_s=_number(env, "ACODE_AIRBYTE_POLL_S", 10, minimum=0.05),
             failure_window_s=_number(env, "ACODE_AIRBYTE_FAILURE_WINDOW_S", 3600, minimum=0),
+            backup_staging_url=backup_bucket["ACODE_AIRBYTE_BACKUP_STAGING_URL"],
+            primary_to_backup_bucket_connection_id=backup_bucket[
+                "ACODE_AIRBYTE_PRIMARY_TO_BACKUP_BUCKET_CONNECTION_ID"
+            ],
+            backup_to_backup_bucket_connection_id=backup_bucket[
+                "ACODE_AIRBYTE_BACKUP_TO_BACKUP_BUCKET_CONNECTION_ID"
+            ],
         )
+
+
+def _airbyte_backup_bucket(
+    env: Mapping[str, str], primary: Mapping[str, str], staging_url: str
+) -> dict[str, str]:
+    """The three settings of bucket failover in airbyte mode: all set, or all empty.
+
+    An Airbyte connection's destination is fixed in Airbyte, so landing into the backup bucket
+    takes a staging prefix there and a connection from each server into it; with none of them
+    set, Airbyte mode runs on the primary bucket only."""
+    values = {name: (env.get(name) or "").strip() for name in _AIRBYTE_BACKUP_BUCKET}
+    given = [name for name, value in values.items() if value]
+    missing = [name for name, value in values.items() if not value]
+    if given and missing:
+        needed = "; ".join(f"{name} ({_AIRBYTE_BACKUP_BUCKET[name]})" for name in missing)
+        raise ConfigError(
+            f"bucket failover in airbyte mode needs all three of {', '.join(values)}; "
+            f"{' and '.join(given)} set, missing: {needed}. Set the missing, or unset "
+            f"{' and '.join(given)} to run airbyte mode on the primary bucket only"
+        )
+    if not given:
+        return values
+    ids = {
+        **{name: primary[name] for name in _AIRBYTE_REQUIRED if name.endswith("CONNECTION_ID")},
+        **{name: values[name] for name in values if name.endswith("CONNECTION_ID")},
+    }
+    seen: dict[str, str] = {}
+    for name, connection_id in ids.items():
+        if connection_id in seen:
+            raise ConfigError(
+                f"{seen[connection_id]} and {name} are the same connection ({connection_id}); an "
+                "Airbyte connection reads one server into one destination, so each (server, "
+                "bucket) pair needs a connection of its own"
+            )
+        seen[connection_id] = name
+    backup_staging = values["ACODE_AIRBYTE_BACKUP_STAGING_URL"]
+    if backup_staging.rstrip("/") == staging_url.rstrip("/"):
+        raise ConfigError(
+            f"ACODE_AIRBYTE_BACKUP_STAGING_URL={backup_staging!r} is the primary bucket's staging "
+            "(ACODE_AIRBYTE_STAGING_URL); set it to the prefix in the backup bucket that the "
+            "*_TO_BACKUP_BUCKET connections land into"
+        )
+    primary_bucket = _s3_bucket(env.get("ACODE_BRONZE_URL") or "")
+    backup_bucket = _s3_bucket(env.get("ACODE_BRONZE_BACKUP_URL") or "")
+    if (
+        primary_bucket
+        and primary_bucket != backup_bucket
+        and _s3_bucket(backup_staging) == primary_bucket
+    ):
+        raise ConfigError(
+            f"ACODE_AIRBYTE_BACKUP_STAGING_URL={backup_staging!r} is in the primary bronze bucket "
+            f"{primary_bucket!r} (ACODE_BRONZE_URL): with that bucket down nothing could land "
+            "there either. Point it, and the destination of the *_TO_BACKUP_BUCKET connections, "
+            + (
+                f"into the backup bucket, e.g. s3://{backup_bucket}/{STAGING_FOLDER}"
+                if backup_bucket
+                else "into the backup bucket"
+            )
+        )
+    return values
+
+
+def _s3_bucket(url: str) -> str | None:
+    """The bucket of an ``s3://bucket/prefix`` URL; None for a folder (or nothing)."""
+    parts = urlsplit(url.strip())
+    if parts.scheme != "s3" or not parts.netloc:
+        return None
+    return parts.netloc
 
 
 def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
@@ -398,6 +569,36 @@ def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
     value = (env.get(name) or default).strip()
     if not value.startswith(("http://", "https://")):
         raise ConfigError(f"{name}={value!r} is not an http(s) URL; for example {default}")
+    return value
+
+
+def _probe_budget(env: Mapping[str, str]) -> float:
+    budget = _number(env, "ACODE_PROBE_BUDGET_S", DEFAULT_PROBE_BUDGET_S, minimum=0.1)
+    timeout = _number(env, "ACODE_PROBE_TIMEOUT_S", 5, minimum=0.1)
+    if budget >= MAX_PROBE_BUDGET_S:
+        raise ConfigError(
+            f"ACODE_PROBE_BUDGET_S={budget:g} must be below {MAX_PROBE_BUDGET_S:g} s: Dagster "
+            "cuts a sensor tick at 60 s, and after its probes the health tick still has to "
+            f"commit the route and request its catch-up; e.g. {DEFAULT_PROBE_BUDGET_S:g}"
+        )
+    if budget < timeout:
+        raise ConfigError(
+            f"ACODE_PROBE_BUDGET_S={budget:g} is below ACODE_PROBE_TIMEOUT_S={timeout:g}: no "
+            "probe could wait out even one network operation; raise ACODE_PROBE_BUDGET_S to at "
+            f"least {timeout:g} (e.g. {DEFAULT_PROBE_BUDGET_S:g}) or lower ACODE_PROBE_TIMEOUT_S"
+        )
+    return budget
+
+
+def _cron(env: Mapping[str, str], name: str, default: str) -> str:
+    """Five cron fields (minute hour day month weekday); Dagster checks the values when the
+    schedule is built."""
+    value = " ".join((env.get(name) or default).split())
+    if len(value.split(" ")) != 5 or not re.fullmatch(r"[0-9A-Za-z*,/?LW# -]+", value):
+        raise ConfigError(
+            f"{name}={value!r} is not a cron schedule; use five fields (minute hour day month "
+            f"weekday), e.g. {default!r}"
+        )
     return value
 
 

@@ -415,3 +415,11 @@ def get_table(name: str) -> Table:
     except KeyError:
         known = ", ".join(TABLES_BY_NAME)
         raise ValueError(f"unknown table {name!r}; the bronze tables are: {known}") from None
+
+
+def last_complete_days(n_days: int, end_day: date | None = None) -> list[date]:
+    """The ``n_days`` days ending with ``end_day`` (default: yesterday, São Paulo time)."""
+    if n_days < 1:
+        raise ValueError(f"n_days must be at least 1, got {n_days}")
+    last = end_day or (datetime.now(SOURCE_TIMEZONE).date() - timedelta(days=1))
+    return [last - timedelta(days=offset) for offset in range(n_days - 1, -1, -1)]

@@ -26,7 +26,9 @@ from acode_dagster.mysql import MySQLEndpoint
 from acode_dagster.tables import FISCAL_LINES, NFE_COMPLEMENTS, PRODUCTS, TABLES, Table, day_window
 from acode_dagster_tests.support.airbyte import (
     BACKUP_CONNECTION_NAME,
+    BACKUP_TO_BACKUP_BUCKET_NAME,
     PRIMARY_CONNECTION_NAME,
+    PRIMARY_TO_BACKUP_BUCKET_NAME,
     S3_PATH_FORMAT,
     ConnectionSpec,
     LoopbackAirbyte,
@@ -289,6 +291,59 @@ def test_a_failing_job_lands_some_rows_fails_and_says_why(
     # Nothing is committed by a failed job; the knob is spent and the next job succeeds.
     assert server.cursor(server.primary_id, FISCAL_LINES) is None
     assert api.sync_and_poll(server.primary_id).job_details["status"] == "succeeded"
+
+
+def test_a_failure_can_be_the_destination_s(server: LoopbackAirbyte) -> None:
+    reason = "Could not connect to the S3 bucket with the provided configuration (injected)"
+    server.fail_next_jobs(1, reason, connection_id=server.backup_id, origin="destination")
+    with pytest.raises(Failure, match="Job failed"):
+        client(server).sync_and_poll(server.backup_id)
+    [job_id] = server.jobs_started(server.backup_id)
+    info = requests.post(
+        f"{server.config_url}/jobs/get", json={"id": job_id}, headers=token_headers(server)
+    ).json()
+    failure = info["attempts"][-1]["attempt"]["failureSummary"]["failures"][0]
+    assert failure["externalMessage"] == reason and failure["failureOrigin"] == "destination"
+
+
+def test_the_backup_bucket_connections_land_into_their_own_staging(
+    pair: Any, tmp_path: Path
+) -> None:
+    staging, backup_staging = tmp_path / "bronze" / "_airbyte_staging", tmp_path / "backup-staging"
+    primary, backup = pair.endpoint("primary"), pair.endpoint("backup")
+    with LoopbackAirbyte.for_pair(primary, backup, staging, backup_staging) as server:
+        api = client(server)
+        names = {c["name"]: c for c in api.get_connections()}
+        assert set(names) == {
+            PRIMARY_CONNECTION_NAME,
+            BACKUP_CONNECTION_NAME,
+            PRIMARY_TO_BACKUP_BUCKET_NAME,
+            BACKUP_TO_BACKUP_BUCKET_NAME,
+        }
+        for name, where in (
+            (PRIMARY_CONNECTION_NAME, staging),
+            (BACKUP_TO_BACKUP_BUCKET_NAME, backup_staging),
+        ):
+            config = api.get_destination_details(names[name]["destinationId"])["configuration"]
+            assert config["s3_bucket_path"] == str(where)
+        values = server.environ()
+        assert values["ACODE_AIRBYTE_STAGING_URL"] == str(staging)
+        assert values["ACODE_AIRBYTE_BACKUP_STAGING_URL"] == str(backup_staging)
+        assert (
+            values["ACODE_AIRBYTE_PRIMARY_TO_BACKUP_BUCKET_CONNECTION_ID"]
+            == server.primary_to_backup_bucket_id
+        )
+        assert (
+            values["ACODE_AIRBYTE_BACKUP_TO_BACKUP_BUCKET_CONNECTION_ID"]
+            == server.backup_to_backup_bucket_id
+        )
+        api.sync_and_poll(server.backup_to_backup_bucket_id)
+    landing = Landing(str(backup_staging))
+    assert landing.files(FISCAL_LINES) and not Landing(str(staging)).files(FISCAL_LINES)
+    day = pa.Table.from_batches(
+        list(landing.day_batches(FISCAL_LINES, D1, 1000)), schema=FISCAL_LINES.arrow_schema
+    )
+    assert rows_of(day, FISCAL_LINES) == source_window(backup, FISCAL_LINES, D1)
 
 
 def test_a_hung_job_is_cancelled_by_the_client_s_timeout(server: LoopbackAirbyte) -> None:

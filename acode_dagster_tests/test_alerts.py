@@ -5,23 +5,30 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections import Counter
 from typing import Any
 
 import pytest
 from dagster_slack import SlackResource
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from slack_sdk import WebClient
 
+from acode_dagster import alerts as alerts_module
 from acode_dagster.alerts import (
+    PERMANENT_REJECTIONS,
     Alert,
+    BookLedger,
     DeliveryError,
+    LedgerBook,
+    Mark,
     Notifier,
     PagerDutyNotifier,
     Pending,
     SlackNotifier,
     channels_for,
     deliver,
+    expire,
     format_slack,
 )
 from acode_dagster.errors import ConfigError
@@ -237,11 +244,13 @@ def test_slack_outage_delays_slack_only_and_sends_each_alert_once(
     for attempt in (1, 2):
         queue, delivered = deliver(queue, notifiers, lines.append)
         assert delivered == ([(first, "pagerduty")] if attempt == 1 else [])
-        assert queue == [
-            Pending(first, frozenset({"slack"}), attempt),
+        assert [(p.alert, p.channels, p.attempts) for p in queue] == [
+            (first, frozenset({"slack"}), attempt),
             # Never tried: Slack was already down when its turn came.
-            Pending(second, frozenset({"slack"}), 0),
+            (second, frozenset({"slack"}), 0),
         ]
+        assert queue[0].last_error == {"slack": "Slack API chat.postMessage: HTTP 503"}
+        assert queue[1].last_error["slack"].startswith("not tried, slack failed earlier")
     assert slack_server.messages == []
     assert len(lines) == 2
     assert all("slack" in line and "HTTP 503" in line for line in lines)
@@ -442,3 +451,443 @@ def test_pagerduty_refuses_plain_http_off_loopback() -> None:
     with pytest.raises(ConfigError, match="https://"):
         PagerDutyNotifier(secrets.token_hex(16), base_url="http://events.pagerduty.com")
     PagerDutyNotifier(secrets.token_hex(16), base_url="http://localhost:1").close()
+
+
+# ---------------------------------------------------------------------- give-up bookkeeping
+
+
+@given(
+    alerts,
+    st.sets(st.sampled_from(["slack", "pagerduty"]), min_size=1),
+    st.integers(0, 100),
+    st.none() | st.floats(0, 2e9),
+    st.dictionaries(st.sampled_from(["slack", "pagerduty"]), st.text(max_size=30)),
+    st.dictionaries(st.sampled_from(["slack", "pagerduty"]), st.integers(1, 9)),
+)
+def test_pending_with_its_attempt_record_survives_a_json_round_trip(  # noqa: PLR0917
+    alert: Alert,
+    channels: set[str],
+    attempts: int,
+    first: float | None,
+    errors: dict[str, str],
+    rejections: dict[str, int],
+) -> None:
+    item = Pending(alert, frozenset(channels), attempts, first, errors, rejections)
+    assert Pending.from_json(json.loads(json.dumps(item.to_json()))) == item
+
+
+def test_a_pending_alert_saved_before_attempt_times_still_loads() -> None:
+    raw = {"alert": check_alert().to_json(), "channels": ["slack"], "attempts": 2}
+    item = Pending.from_json(raw)
+    assert (item.attempts, item.first_attempt_at, item.last_error, item.rejections) == (
+        2,
+        None,
+        {},
+        {},
+    )
+    with pytest.raises(ValueError, match="first_attempt_at"):
+        Pending.from_json({**raw, "first_attempt_at": "yesterday"})
+
+
+HOUR = 3600.0
+CHANNEL_SETS = st.sets(st.sampled_from(["slack", "pagerduty"]), min_size=1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            CHANNEL_SETS,
+            st.none() | st.floats(0, 100 * HOUR),
+            st.dictionaries(st.sampled_from(["slack", "pagerduty"]), st.integers(1, 5)),
+        ),
+        max_size=8,
+    ),
+    st.floats(0, 100 * HOUR),
+    st.floats(0, 50 * HOUR),
+)
+def test_expire_gives_up_exactly_what_is_too_old_or_rejected_for_good(
+    rows: list[tuple[set[str], float | None, dict[str, int]]], now: float, limit: float
+) -> None:
+    queue = [
+        Pending(
+            check_alert(n),
+            frozenset(channels),
+            attempts=n,
+            first_attempt_at=first,
+            last_error={c: f"{c} error {n}" for c in channels},
+            rejections={c: r for c, r in rejected.items() if c in channels},
+        )
+        for n, (channels, first, rejected) in enumerate(rows, 1)
+    ]
+    kept, given_up = expire(queue, now, limit)
+
+    expected_kept = []
+    for item in queue:
+        first = item.first_attempt_at
+        if first is not None and now - first >= limit:
+            gone = set(item.channels)
+        else:
+            gone = {c for c in item.channels if item.rejections.get(c, 0) >= PERMANENT_REJECTIONS}
+        told = [g for g in given_up if g.alert == item.alert]
+        assert {g.channel for g in told} == gone
+        for g in told:
+            assert g.attempts == item.attempts
+            assert g.last_error == item.last_error[g.channel]
+            assert g.alert.id in g.describe() and g.channel in g.describe()
+        if item.channels - gone:
+            expected_kept.append((item.alert, item.channels - gone))
+    assert [(p.alert, p.channels) for p in kept] == expected_kept
+    for p in kept:
+        assert set(p.last_error) <= p.channels and set(p.rejections) <= p.channels
+
+
+def test_a_rejected_alert_does_not_hold_back_the_others_and_is_given_up() -> None:
+    bad, good = check_alert(1, page=False), check_alert(2, page=False)
+    sent: list[str] = []
+
+    class Picky:
+        channel = "slack"
+
+        def send(self, alert: Alert) -> None:
+            if alert == bad:
+                raise DeliveryError(
+                    "Slack API chat.postMessage: msg_too_long", permanent=True, alert_only=True
+                )
+            sent.append(alert.id)
+
+    queue = pending(bad, good)
+    for tick in range(PERMANENT_REJECTIONS):
+        queue, _ = deliver(queue, {"slack": Picky()}, print, now=1000.0 + tick)
+        queue, given_up = expire(queue, 1000.0 + tick, 24 * HOUR)
+    assert sent == [good.id]
+    assert queue == []
+    (gone,) = given_up
+    assert (gone.alert, gone.channel, gone.attempts) == (bad, "slack", PERMANENT_REJECTIONS)
+    assert "msg_too_long" in gone.last_error
+
+
+# ---------------------------------------------------------------------- the delivery ledger
+
+TICK_IDS = st.sampled_from(["a1", "b2", "c3", "d4"])
+MARKS = st.builds(Mark, st.sampled_from(["sending", "delivered"]), st.floats(0, 1e6), TICK_IDS)
+
+
+@given(
+    st.dictionaries(st.text(min_size=1, max_size=20), MARKS, max_size=10),
+    TICK_IDS,
+    st.floats(0, 2e6),
+)
+def test_settling_the_ledger_drops_only_what_no_replay_can_need(
+    marks: dict[str, Mark], confirmed: str, now: float
+) -> None:
+    book = LedgerBook(dict(marks), {"slack #alerts": "C0123"})
+    assert LedgerBook.from_json(book.to_json()) == book
+    book.settle(confirmed, now, keep_s=1e5)
+    for key, mark in marks.items():
+        confirmed_delivery = mark.state == "delivered" and mark.tick == confirmed
+        assert (key in book.marks) == (not confirmed_delivery and now - mark.at <= 1e5)
+    assert book.places == {"slack #alerts": "C0123"}
+
+
+class Killed(BaseException):
+    """The process died (SIGKILL): nothing runs on in it, not even an ``except Exception``."""
+
+
+SEND_STEPS = st.sampled_from(["ok", "fail", "fail_after", "crash_before", "crash_after"])
+FIND_STEPS = st.sampled_from(["ok", "down", "crash", "blind"])
+
+
+class FakeService:
+    """A service keeping what it received, and failing or dying as its scripts say (once
+    they run out, it works)."""
+
+    def __init__(self, channel: str, sends: list[str], finds: list[str] | None = None) -> None:
+        self.channel = channel
+        self.received: list[str] = []
+        self.blind: set[str] = set()
+        self._sends, self._finds = list(sends), list(finds or [])
+
+    def send(self, alert: Alert) -> str | None:
+        step = self._sends.pop(0) if self._sends else "ok"
+        if step == "crash_before":
+            raise Killed
+        if step == "fail":
+            raise DeliveryError(f"{self.channel}: HTTP 503")
+        self.received.append(alert.id)
+        if step == "crash_after":
+            raise Killed
+        if step == "fail_after":
+            raise DeliveryError(f"{self.channel}: timed out", maybe_sent=True)
+        return "C0123"
+
+    @property
+    def calm(self) -> bool:
+        return not self._sends and not self._finds
+
+
+class FakeSlack(FakeService):
+    destination = "slack #alerts"
+
+    def find(self, alert: Alert, since: float, where: str | None) -> bool:
+        step = self._finds.pop(0) if self._finds else "ok"
+        if step == "crash":
+            raise Killed
+        if step == "down":
+            raise DeliveryError("slack: HTTP 503")
+        if step == "blind":
+            self.blind.add(alert.id)
+            raise DeliveryError("slack: missing_scope", permanent=True)
+        return alert.id in self.received
+
+
+def run_ticks(
+    source: list[Alert], reads: list[int], notifiers: dict[str, Notifier], warn: list[str]
+) -> tuple[dict[str, Any], LedgerBook]:
+    """The alert sensor's loop in miniature: each tick reads a few new alerts from ``source``
+    and delivers the pending ones with a ledger kept in a store that survives; its cursor
+    (read mark, pending list, tick number) is saved only when the tick returns."""
+    store: dict[str, str] = {}
+    cursor: dict[str, Any] = {"read": 0, "pending": [], "tick": ""}
+    services = [n for n in notifiers.values() if isinstance(n, FakeService)]
+
+    def save(text: str) -> None:
+        store["ledger"] = text
+
+    for number in range(300):
+        book = LedgerBook.from_json(store["ledger"]) if "ledger" in store else LedgerBook()
+        now = 1000.0 + number
+        if book.settle(cursor["tick"], now):
+            save(book.to_json())
+        ledger = BookLedger(book, f"t{number}", save)  # an id per attempt, never reused
+        queue = [Pending.from_json(p) for p in cursor["pending"]]
+        step = reads.pop(0) if reads else len(source)
+        fresh = source[cursor["read"] : cursor["read"] + step]
+        queue += [Pending(a, channels_for(a)) for a in fresh]
+        try:
+            queue, _ = deliver(
+                queue, notifiers, lambda _: None, ledger=ledger, now=now, warn=warn.append
+            )
+        except Killed:
+            continue  # the cursor stays what the last finished tick saved
+        cursor = {
+            "read": cursor["read"] + len(fresh),
+            "pending": [p.to_json() for p in queue],
+            "tick": f"t{number}",
+        }
+        if cursor["read"] == len(source) and not queue and all(s.calm for s in services):
+            break
+    book = LedgerBook.from_json(store["ledger"]) if "ledger" in store else LedgerBook()
+    return cursor, book
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.booleans(), min_size=1, max_size=6),
+    st.lists(SEND_STEPS, max_size=25),
+    st.lists(FIND_STEPS, max_size=8),
+    st.lists(SEND_STEPS, max_size=15),
+    st.lists(st.integers(0, 3), max_size=8),
+)
+def test_each_alert_reaches_slack_exactly_once_whatever_fails_or_dies(
+    pages: list[bool],
+    slack_steps: list[str],
+    find_steps: list[str],
+    pagerduty_steps: list[str],
+    reads: list[int],
+) -> None:
+    """Sends that fail, time out after arriving, or die before or after arriving; look-ups
+    that fail or die; ticks replayed from the last saved cursor: Slack gets every alert
+    exactly once (at least once only where the look-up could not tell, with a warning), and
+    PagerDuty at least once (its dedup_key makes more harmless)."""
+    source = [check_alert(n, page=page) for n, page in enumerate(pages, 1)]
+    slack = FakeSlack("slack", slack_steps, find_steps)
+    pager = FakeService("pagerduty", pagerduty_steps)
+    warnings: list[str] = []
+    cursor, book = run_ticks(source, list(reads), {"slack": slack, "pagerduty": pager}, warnings)
+
+    assert cursor["read"] == len(source) and cursor["pending"] == []
+    slack_counts = Counter(slack.received)
+    for alert in source:
+        if alert.id in slack.blind:
+            assert slack_counts[alert.id] >= 1
+        else:
+            assert slack_counts[alert.id] == 1, (alert.id, slack.received)
+    # A warning for each send that may show twice, and only for those.
+    assert bool(warnings) == bool(slack.blind)
+    assert all("may show twice" in w and any(i in w for i in slack.blind) for w in warnings)
+    pager_counts = Counter(pager.received)
+    assert {a.id for a in source if a.page} == set(pager_counts)
+    # Bounded: once a tick starts from the cursor saved after the last delivery, nothing stays.
+    book.settle(cursor["tick"], 1e6)
+    assert book.marks == {}
+
+
+# ---------------------------------------------------------------------- Slack, interrupted
+
+
+def interrupted(alert: Alert, notifier: SlackNotifier, *, posted: bool) -> BookLedger:
+    """The ledger a killed process leaves: the channel's ID known from an earlier post, a send
+    of ``alert`` begun and never recorded as ended (``posted``: it did reach Slack)."""
+    ledger = BookLedger(tick="t3")
+    ledger.remember(notifier.destination, LoopbackSlack.CHANNEL_ID)
+    ledger.begin(alert.id, "slack", time.time())
+    if posted:
+        notifier.send(alert)
+    return ledger
+
+
+def history_reads(server: LoopbackSlack) -> list[str]:
+    """The arguments of each ``conversations.history`` call (slack_sdk sends them as a form)."""
+    return [r["body"] for r in server.requests if "conversations.history" in r["path"]]
+
+
+def test_slack_messages_carry_their_alert_id_and_are_found_by_it(
+    slack_server: LoopbackSlack,
+) -> None:
+    notifier = SlackNotifier(slack_client(slack_server), CHANNEL)
+    before = time.time() - 1
+    where = notifier.send(check_alert(1))
+    assert where == LoopbackSlack.CHANNEL_ID
+    assert slack_server.messages[0]["metadata"] == {
+        "event_type": "acode_alert",
+        "event_payload": {"alert_id": check_alert(1).id},
+    }
+    assert notifier.find(check_alert(1), before, where)
+    assert not notifier.find(check_alert(2), before, where)
+    assert not notifier.find(check_alert(1), time.time() + 1, where)  # posted before `since`
+    (first_read, *_) = history_reads(slack_server)
+    assert "include_all_metadata=1" in first_read and "oldest=" in first_read
+
+    # Configured by name, and no post said the ID yet: the history cannot be read, for good.
+    with pytest.raises(DeliveryError, match="ACODE_SLACK_CHANNEL") as caught:
+        notifier.find(check_alert(1), before, None)
+    assert caught.value.permanent
+    # Configured by ID, the ID is known from the start.
+    by_id = SlackNotifier(slack_client(slack_server), LoopbackSlack.CHANNEL_ID)
+    assert by_id.find(check_alert(1), before, None)
+
+
+def test_the_look_up_reads_the_history_past_its_first_page(
+    slack_server: LoopbackSlack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(alerts_module, "_SLACK_HISTORY_LIMIT", 2)
+    notifier = SlackNotifier(slack_client(slack_server), CHANNEL)
+    before = time.time() - 1
+    for n in range(1, 6):
+        notifier.send(check_alert(n))
+    assert notifier.find(check_alert(1), before, LoopbackSlack.CHANNEL_ID)  # the oldest
+    assert len(history_reads(slack_server)) == 3
+
+
+@pytest.mark.parametrize("posted", [True, False])
+def test_an_interrupted_slack_send_is_looked_up_and_sent_only_if_absent(
+    slack_server: LoopbackSlack, posted: bool
+) -> None:
+    alert = check_alert(1, page=False)
+    notifier = SlackNotifier(slack_client(slack_server), CHANNEL)
+    ledger = interrupted(alert, notifier, posted=posted)
+    lines: list[str] = []
+    warnings: list[str] = []
+    queue, delivered = deliver(
+        pending(alert), {"slack": notifier}, lines.append, ledger=ledger, warn=warnings.append
+    )
+    assert (queue, delivered) == ([], [(alert, "slack")])
+    assert slack_server.alert_ids() == [alert.id]
+    assert len(history_reads(slack_server)) == 1
+    assert warnings == []
+    assert (ledger.get(alert.id, "slack") or Mark("sending", 0, "")).state == "delivered"
+    assert any("found there" in line for line in lines) == posted
+
+
+def test_without_history_access_an_interrupted_send_is_sent_again_with_a_warning(
+    slack_server: LoopbackSlack,
+) -> None:
+    """The documented exception to exactly once: a token without ``channels:history``."""
+    slack_server.history_error = "missing_scope"
+    alert = check_alert(1, page=False)
+    notifier = SlackNotifier(slack_client(slack_server), CHANNEL)
+    ledger = interrupted(alert, notifier, posted=True)
+    warnings: list[str] = []
+    queue, delivered = deliver(
+        pending(alert), {"slack": notifier}, print, ledger=ledger, warn=warnings.append
+    )
+    assert (queue, delivered) == ([], [(alert, "slack")])
+    assert slack_server.alert_ids() == [alert.id, alert.id]
+    (warning,) = warnings
+    assert alert.id in warning and "missing_scope" in warning and "may show twice" in warning
+    assert slack_server.token not in warning
+
+
+def test_while_slack_is_down_an_interrupted_send_waits_unsent(
+    slack_server: LoopbackSlack,
+) -> None:
+    alert = check_alert(1, page=False)
+    notifier = SlackNotifier(slack_client(slack_server), CHANNEL)
+    ledger = interrupted(alert, notifier, posted=False)
+    slack_server.down = True
+    warnings: list[str] = []
+    queue, delivered = deliver(
+        pending(alert), {"slack": notifier}, print, ledger=ledger, warn=warnings.append
+    )
+    assert delivered == [] and [p.alert for p in queue] == [alert]
+    assert "conversations.history: HTTP 503" in queue[0].last_error["slack"]
+    assert not any("chat.postMessage" in r["path"] for r in slack_server.requests)
+    assert warnings == []
+    assert (ledger.get(alert.id, "slack") or Mark("delivered", 0, "")).state == "sending"
+
+
+@pytest.mark.parametrize(
+    ("setup", "permanent", "alert_only", "maybe_sent"),
+    [
+        ({"post_error": "channel_not_found"}, True, False, False),
+        ({"post_error": "not_in_channel"}, True, False, False),
+        ({"post_error": "invalid_blocks"}, True, True, False),
+        ({"post_error": "internal_error"}, False, False, True),
+        ({"down": True, "down_status": 500}, False, False, True),
+        ({"down": True, "down_status": 503}, False, False, False),
+        ({"rate_limited": True}, False, False, False),
+    ],
+)
+def test_slack_failures_are_told_apart(
+    slack_server: LoopbackSlack,
+    setup: dict[str, Any],
+    permanent: bool,
+    alert_only: bool,
+    maybe_sent: bool,
+) -> None:
+    for name, value in setup.items():
+        setattr(slack_server, name, value)
+    notifier = SlackNotifier(slack_client(slack_server), CHANNEL)
+    with pytest.raises(DeliveryError) as caught:
+        notifier.send(check_alert())
+    error = caught.value
+    assert (error.permanent, error.alert_only, error.maybe_sent) == (
+        permanent,
+        alert_only,
+        maybe_sent,
+    )
+    # Whether the send stays unconfirmed (looked up before the next try) or is forgotten.
+    ledger = BookLedger()
+    deliver(pending(check_alert(page=False)), {"slack": notifier}, print, ledger=ledger)
+    mark = ledger.get(check_alert().id, "slack")
+    assert (mark is not None) == maybe_sent
+
+
+def test_a_refused_connection_is_known_not_to_have_sent(slack_server: LoopbackSlack) -> None:
+    notifier = SlackNotifier(slack_client(slack_server), CHANNEL)
+    slack_server.stop()
+    with pytest.raises(DeliveryError, match="cannot connect") as caught:
+        notifier.send(check_alert())
+    assert not caught.value.maybe_sent and not caught.value.permanent
+
+
+def test_a_pagerduty_routing_key_rejection_stops_the_service_for_good(
+    pagerduty_server: LoopbackPagerDuty,
+) -> None:
+    pager = PagerDutyNotifier(secrets.token_hex(16), base_url=pagerduty_server.base_url)
+    with pytest.raises(DeliveryError) as caught:
+        pager.send(check_alert())
+    assert caught.value.permanent and not caught.value.alert_only
+    # PagerDuty deduplicates by dedup_key: an unconfirmed event is simply sent again.
+    assert not isinstance(pager, alerts_module.Finder)

@@ -56,14 +56,14 @@ def test_health_status_sync_and_a_pin_through_the_command_line(
 
     code, out, _ = run(["sync", FISCAL_LINES.name, str(DAY)], capsys)
     assert code == 0, out
-    assert "300" in out and out.count(" PASS ") == 6  # five partition checks and freshness
+    assert "300" in out and out.count(" PASS ") == 7  # five partition checks, mirror, freshness
 
     code, out, _ = run(["status"], capsys)
     assert code == 0
     assert "route: source=primary bucket=primary" in out
     assert "last change: none" in out
     fiscal = next(line for line in out.splitlines() if line.startswith(FISCAL_LINES.name + " "))
-    assert str(DAY) in fiscal and fiscal.count("PASS") == 5
+    assert str(DAY) in fiscal and fiscal.count("PASS") == 6  # five checks and the mirror
 
     code, out, _ = run(["route", "pin", "backup", "--reason", "primary maintenance"], capsys)
     assert code == 0 and "pinned" in out

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from acode_dagster.bronze.lease import Holder, LeasePolicy, hold
-from acode_dagster.bronze.store import BronzeStore, Manifest, Quarantined, file_name
+from acode_dagster.bronze.store import BronzeStore, LocalStore, Manifest, Quarantined, file_name
 from acode_dagster.cli import main
 from acode_dagster.defs.bronze.checks import bronze_key, newest_good_landing
 from acode_dagster.defs.bronze.sweep import bronze_sweep_job
@@ -133,7 +133,10 @@ def test_list_and_show_name_the_version_and_every_check(
 
 
 def test_release_publishes_exactly_the_quarantined_version_and_records_it_in_dagster(
-    spoiled: Spoiled, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    spoiled: Spoiled,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     store, entry = spoiled.store, spoiled.entry
     kept = store.quarantined_files(entry).read()
@@ -160,6 +163,11 @@ def test_release_publishes_exactly_the_quarantined_version_and_records_it_in_dag
     assert rows.equals(kept)
     assert pc.sum(pc.is_null(rows.column("CNPJ"))).as_py() == NULL_CNPJ
     assert store.quarantined(TABLE, DAY) == [] and store.leftovers(TABLE) == []
+    # Published like a sync's version, so mirrored like one: the backup root holds it too.
+    assert f"mirrored to {tmp_path / 'bronze-backup'}" in out
+    backup = LocalStore(tmp_path / "bronze-backup")
+    assert backup.manifest(TABLE, DAY) == published
+    assert backup.read_partition(TABLE, DAY).equals(kept)
 
     with dg.DagsterInstance.get() as instance:
         records = instance.fetch_materializations(

@@ -866,3 +866,43 @@ def test_pins_hold_and_every_reachable_state_and_event_round_trips_through_json(
         for event in events:
             assert RouteEvent.from_json(json.loads(json.dumps(event.to_json()))) == event
             assert event.describe()
+
+
+# ---------------------------------------------------------------------- event ids
+
+
+@PROPERTY
+@given(POLICIES, ACTIONS)
+def test_every_event_of_a_history_has_its_own_stable_id(
+    policy: Policy, actions: list[Observation | tuple[Role, tuple[Part, ...]] | str]
+) -> None:
+    """The outbox and the alerts key on ``RouteEvent.id``: unique over any history, kept by a
+    JSON round trip, and the same when derived again from an event stored without one."""
+    state, seen = RouteState(), set()
+    for index, action in enumerate(actions, start=1):
+        now = T0 + index * TICK
+        if isinstance(action, Observation):
+            state, events = step(state, action, now, policy)
+        elif action == "unpin":
+            state, events = unpin(state, "bob", now)
+        else:
+            assert isinstance(action, tuple)
+            state, events = pin(state, Pin(action[0], "test", "alice", now, action[1]))
+        for event in events:
+            assert event.id and event.id not in seen, event.id
+            seen.add(event.id)
+            raw = json.loads(json.dumps(event.to_json()))
+            assert RouteEvent.from_json(raw).id == event.id
+            del raw["id"]
+            assert RouteEvent.from_json(raw) == event
+
+
+def test_an_event_id_names_kind_parts_and_time_and_must_be_text() -> None:
+    driver = Driver(Policy(fail_after=1, recover_after=1, min_dwell=timedelta(0)))
+    (event,) = driver.probe(source=PRIMARY_DOWN)
+    assert event.id == f"failover/source/{(T0 + TICK).isoformat()}"
+    (pinned,) = driver.pin(BACKUP)
+    assert pinned.id.startswith("pinned/source+bucket/")
+    raw = event.to_json() | {"id": 7}
+    with pytest.raises(ValueError, match=r"event\.id"):
+        RouteEvent.from_json(raw)

@@ -22,10 +22,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from acode_dagster.bronze.keys import DEFAULT_MEMORY_ROWS
+from acode_dagster.bronze.store import s3_client
 from acode_dagster.demo.generator import edge_rows, generate_rows
-from acode_dagster.errors import SourceError
+from acode_dagster.errors import BronzeError, SourceError
 from acode_dagster.landing import (
     AIRBYTE_COLUMNS,
+    BACKUP_STAGING_SETTING,
     Landing,
     LandingStats,
     from_landed,
@@ -347,3 +349,28 @@ def test_day_cut_memory_does_not_grow_with_rows(tmp_path: Path) -> None:
     keys = 2 * large * 8
     assert peaks[large] <= peaks[small] * 1.25 + 1_000_000, peaks
     assert peaks[large] < keys / 2, peaks
+
+
+# ---------------------------------------------------------------------- the staging probe
+
+
+def test_the_staging_probe_leaves_nothing_and_the_cut_never_sees_it(tmp_path: Path) -> None:
+    landing = Landing(str(tmp_path / "staging"))
+    land(landing, FISCAL_LINES, bronze_batch(FISCAL_LINES, DAY, 10), SYNCED_AT, 0)
+    before = day_rows(landing, FISCAL_LINES, DAY)
+    landing.prepare_probe(2.0)()
+    assert [p.name for p in (tmp_path / "staging").iterdir()] == [FISCAL_LINES.name]
+    assert day_rows(landing, FISCAL_LINES, DAY)[1] == before[1]
+
+
+def test_the_staging_probe_of_a_bucket_names_the_staging_and_its_setting(s3_bucket: str) -> None:
+    url = f"s3://{s3_bucket}/_airbyte_staging"
+    landing = Landing(url, BACKUP_STAGING_SETTING)
+    landing.prepare_probe(2.0)()
+    assert s3_client().list_objects_v2(Bucket=s3_bucket).get("KeyCount") == 0
+    s3_client().delete_bucket(Bucket=s3_bucket)
+    with pytest.raises(BronzeError) as raised:
+        landing.prepare_probe(2.0)()
+    message = str(raised.value)
+    assert f"{url}/_probe/ ({BACKUP_STAGING_SETTING})" in message
+    assert "NoSuchBucket" in message and "ACODE_BRONZE_URL" not in message

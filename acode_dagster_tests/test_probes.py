@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -25,6 +26,7 @@ from acode_dagster.localstack import REPL_USER, LocalStack
 from acode_dagster.mysql import MySQLEndpoint
 from acode_dagster.probes import (
     TARGETS,
+    ProbeGroup,
     ProbeResult,
     ProbeSettings,
     judge_replica,
@@ -32,6 +34,7 @@ from acode_dagster.probes import (
     probe_bucket,
     probe_mysql,
     probe_replica,
+    probe_within,
 )
 from acode_dagster.routing import BACKUP, PRIMARY
 from acode_dagster.tables import PRODUCTS
@@ -461,6 +464,119 @@ def test_probe_all_waits_one_timeout_not_the_sum(
     ), [r.reason for r in frozen[1:]]
     assert sum(r.latency_s for r in frozen) > 2.7 * settings.timeout_s
     assert elapsed < 2.5 * settings.timeout_s, f"probe_all took {elapsed:.2f} s"
+
+
+# ---------------------------------------------------------------------- the round's budget
+
+
+@contextmanager
+def _silent_server() -> Iterator[tuple[str, int]]:
+    """A TCP server that accepts connections and never sends a byte."""
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.05)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except (TimeoutError, OSError):
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield "127.0.0.1", server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        for sock in (server, *accepted):
+            sock.close()
+
+
+def _waits_for_an_answer(address: tuple[str, int], seconds: float) -> Callable[[], ProbeResult]:
+    """A probe of its own making that reads from ``address`` for up to ``seconds``: longer
+    than the round's budget, shorter than forever, like a probe with a generous timeout."""
+
+    def probe() -> ProbeResult:
+        with socket.create_connection(address, timeout=seconds) as conn:
+            try:
+                conn.recv(1)
+            except TimeoutError:
+                return ProbeResult("hung", False, seconds, "no answer")
+        return ProbeResult("hung", True, 0.0, "ok")
+
+    return probe
+
+
+def test_a_hung_probe_costs_the_round_its_budget_and_the_others_stand(tmp_path: Path) -> None:
+    settings = ProbeSettings(timeout_s=0.5, budget_s=1.0)
+    store = LocalStore(tmp_path / "bronze")
+    with _silent_server() as address:
+        started = time.perf_counter()
+        results = probe_within(
+            {
+                "hung": _waits_for_an_answer(address, 20),
+                "bucket_primary": lambda: probe_bucket(store, PRIMARY, settings),
+            },
+            settings.budget_s,
+            [
+                ProbeGroup(
+                    ("group_a", "group_b"),
+                    lambda: {t: ProbeResult(t, True, 0.01, "ok") for t in ("group_a", "group_b")},
+                ),
+                ProbeGroup(
+                    ("group_hung",), lambda: {"group_hung": _waits_for_an_answer(address, 20)()}
+                ),
+            ],
+        )
+        elapsed = time.perf_counter() - started
+    assert 1.0 <= elapsed < 1.5, f"the round took {elapsed:.2f} s"
+    assert list(results) == ["hung", "bucket_primary", "group_a", "group_b", "group_hung"]
+    for target in ("hung", "group_hung"):
+        assert not results[target].healthy
+        assert "ran out of the tick's probe budget" in results[target].reason
+        assert "ACODE_PROBE_BUDGET_S" in results[target].reason
+        assert 1.0 <= results[target].latency_s < 1.5
+    assert results["bucket_primary"].healthy, results["bucket_primary"]
+    assert results["group_a"].healthy and results["group_b"].healthy
+
+
+def test_a_round_ends_as_soon_as_every_probe_answered_and_a_raising_one_is_reported() -> None:
+    def broken() -> ProbeResult:
+        raise RuntimeError("bug in a probe")
+
+    started = time.perf_counter()
+    results = probe_within(
+        {"fine": lambda: ProbeResult("fine", True, 0.0, "ok"), "broken": broken},
+        30.0,
+        [ProbeGroup(("a", "b"), lambda: {"a": broken()})],
+    )
+    assert time.perf_counter() - started < 1.0
+    assert results["fine"].healthy
+    assert (
+        not results["broken"].healthy and "RuntimeError: bug in a probe" in results["broken"].reason
+    )
+    assert not results["a"].healthy and not results["b"].healthy
+
+
+def test_the_probe_budget_setting_is_refused_out_of_bounds() -> None:
+    from acode_dagster.errors import ConfigError
+    from acode_dagster.settings import Settings
+
+    assert Settings.from_env({}).probe_budget_s == 30.0
+    assert Settings.from_env({"ACODE_PROBE_BUDGET_S": "12.5"}).probe_budget_s == 12.5
+    with pytest.raises(ConfigError, match=r"ACODE_PROBE_BUDGET_S=55 must be below 55 s"):
+        Settings.from_env({"ACODE_PROBE_BUDGET_S": "55"})
+    with pytest.raises(
+        ConfigError, match=r"ACODE_PROBE_BUDGET_S=4 is below ACODE_PROBE_TIMEOUT_S=5"
+    ):
+        Settings.from_env({"ACODE_PROBE_BUDGET_S": "4"})
+    with pytest.raises(ConfigError, match="ACODE_PROBE_BUDGET_S"):
+        Settings.from_env({"ACODE_PROBE_BUDGET_S": "soon"})
+    with pytest.raises(ConfigError, match="budget"):
+        ProbeSettings(budget_s=0)
 
 
 # ---------------------------------------------------------------------- results as JSON

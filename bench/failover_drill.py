@@ -275,9 +275,9 @@ def transactions_behind(logged: str, applied: str) -> int:
 
 def prepare(number: int, work: Path, rows: int) -> tuple[Any, list[date]]:
     """A fresh pair with the demo days loaded and replicated, fresh bronze and Dagster home."""
-    from acode_dagster.demo.loader import last_complete_days, load_days
+    from acode_dagster.demo.loader import load_days
     from acode_dagster.localstack import LocalStack
-    from acode_dagster.tables import FISCAL_LINES
+    from acode_dagster.tables import FISCAL_LINES, last_complete_days
 
     for folder in ("bronze", "bronze-backup", "stack", f"dagster/round-{number}"):
         shutil.rmtree(work / folder, ignore_errors=True)

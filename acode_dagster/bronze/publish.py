@@ -34,6 +34,7 @@ from acode_dagster.bronze.store import (
     Staging,
     VersionFiles,
     file_name,
+    file_sha256,
 )
 from acode_dagster.quality import BLOCKING_CHECKS, Verdict
 from acode_dagster.tables import Table
@@ -161,7 +162,10 @@ class PartitionWriter:
         assert self._writer is not None and self._path is not None
         self._writer.close()
         size = self._path.stat().st_size
-        self.files.append(ManifestFile(self._path.name, self._file_rows, size))
+        # Hashed while the file is still local (and in the page cache): a mirror or a repair
+        # verifies every copy of the partition against it.
+        digest = file_sha256(self._path)
+        self.files.append(ManifestFile(self._path.name, self._file_rows, size, digest))
         self.staging.add_file(self._path)
         self._writer, self._path, self._file_rows = None, None, 0
 

@@ -111,6 +111,25 @@ class ManifestFile:
     name: str
     rows: int
     bytes: int
+    sha256: str = ""
+    """Hex SHA-256 of the file's bytes ("" in manifests written before checksums were kept):
+    what a mirror or ``acode buckets diff --checksums`` verifies a copy against."""
+
+
+_DIGEST_CHUNK = 8 * 1024 * 1024
+
+
+def sha256_of(stream: Any) -> str:
+    """SHA-256 of a binary stream read to its end, a bounded chunk at a time."""
+    digest = hashlib.sha256()
+    while chunk := stream.read(_DIGEST_CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    with path.open("rb") as handle:
+        return sha256_of(handle)
 
 
 @dataclass(frozen=True)
@@ -224,6 +243,15 @@ class VersionFiles(Protocol):
         ``file`` indexes ``footers``, which must be what :meth:`footers` returned: each file is
         opened with its footer, not made to read it again."""
 
+    def sizes(self) -> dict[str, int | None]:
+        """Each file's size in bytes by name, None for a file that is not there."""
+
+    def digests(self) -> dict[str, str]:
+        """Each file's SHA-256 by name, reading every byte once (a bounded chunk at a time)."""
+
+    def fetch(self, name: str, target: Path) -> None:
+        """Copy the file ``name`` to the local path ``target``, a bounded chunk at a time."""
+
 
 class Staging(VersionFiles, Protocol):
     """A new version of one partition being written. Files are written into :attr:`workdir`."""
@@ -233,6 +261,11 @@ class Staging(VersionFiles, Protocol):
 
     def add_file(self, path: Path) -> None:
         """``path`` (inside workdir) is complete; the store may move it off local disk now."""
+
+    def add_copy(self, source: BronzeStore, table: Table, day: date, name: str) -> str:
+        """Copy the published file ``name`` of ``source``'s partition in as a file of this
+        version: server-side when both are buckets of one S3, else through local disk, one file
+        at a time. Returns how (``server-side`` or ``streamed``)."""
 
     def publish(self, manifest: Manifest, fence: Fence) -> None:
         """Make the staged version the visible one, replacing any previous version."""
@@ -368,6 +401,30 @@ class _Files:
                 for _, group in run:
                     for batch in parquet.iter_batches(batch_rows, [group], columns=[column]):
                         yield batch.column(0)
+
+    def _name(self, path: str) -> str:
+        return path.rsplit("/", 1)[-1]
+
+    def sizes(self) -> dict[str, int | None]:
+        infos = self.fs.get_file_info(self.paths) if self.paths else []
+        return {
+            self._name(info.path): info.size if info.type == pafs.FileType.File else None
+            for info in infos
+        }
+
+    def digests(self) -> dict[str, str]:
+        found = {}
+        for path in self.paths:
+            with self.fs.open_input_stream(path) as handle:
+                found[self._name(path)] = sha256_of(handle)
+        return found
+
+    def fetch(self, name: str, target: Path) -> None:
+        """Copy the file ``name`` to the local ``target``, a bounded chunk at a time."""
+        path = next(p for p in self.paths if self._name(p) == name)
+        with self.fs.open_input_stream(path) as source, target.open("wb") as sink:
+            while chunk := source.read(_DIGEST_CHUNK):
+                sink.write(chunk)
 
 
 class _PublishedFiles:
@@ -595,6 +652,26 @@ class _StagedFiles:
         row_groups: Sequence[tuple[int, int]],
     ) -> Iterator[pa.Array]:
         return self._files().column_batches(column, footers, row_groups)
+
+    def sizes(self) -> dict[str, int | None]:
+        return self._files().sizes()
+
+    def digests(self) -> dict[str, str]:
+        return self._files().digests()
+
+    def fetch(self, name: str, target: Path) -> None:
+        self._files().fetch(name, target)
+
+    workdir: Path
+
+    def add_file(self, path: Path) -> None:
+        raise NotImplementedError
+
+    def add_copy(self, source: BronzeStore, table: Table, day: date, name: str) -> str:
+        path = self.workdir / name
+        source.published(table, day).fetch(name, path)
+        self.add_file(path)
+        return "streamed"
 
 
 class _LocalStaging(_StagedFiles):
@@ -986,6 +1063,21 @@ class _S3Staging(_StagedFiles):
         self.staged.append(path.name)
         # Local disk holds one file at a time, whatever the partition's size.
         path.unlink()
+
+    def add_copy(self, source: BronzeStore, table: Table, day: date, name: str) -> str:
+        if not isinstance(source, S3Store):
+            return super().add_copy(source, table, day, name)
+        key = f"{self.staged_prefix}/{name}"
+        with _s3_errors(self.store.bucket):
+            # One S3 (one client's endpoint and credentials) holds both buckets: the bytes never
+            # leave it. A multipart copy for large files, as upload_file does for uploads.
+            self.store.client.copy(
+                {"Bucket": source.bucket, "Key": source._key(partition_prefix(table, day), name)},
+                self.store.bucket,
+                key,
+            )
+        self.staged.append(name)
+        return "server-side"
 
     def publish(self, manifest: Manifest, fence: Fence) -> None:
         final = self.store._key(partition_prefix(self.table, self.day))

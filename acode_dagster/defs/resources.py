@@ -9,7 +9,12 @@ import dagster as dg
 from dagster_airbyte import AirbyteWorkspace
 from pydantic import Field
 
-from acode_dagster.airbyte import AirbyteConnections, AirbyteReplicator, probe_both
+from acode_dagster.airbyte import (
+    AirbyteConnections,
+    AirbyteReplicator,
+    no_backup_bucket,
+    probe_both,
+)
 from acode_dagster.bronze.lease import DEFAULT_TTL_S, DEFAULT_WAIT_S, LeasePolicy
 from acode_dagster.bronze.publish import ROW_GROUP_ROWS
 from acode_dagster.bronze.quarantine import SweepPolicy
@@ -17,7 +22,7 @@ from acode_dagster.bronze.store import BronzeStore, open_store
 from acode_dagster.defs.alerts.resources import AlertingResource
 from acode_dagster.defs.redundancy.resources import RedundancyResource
 from acode_dagster.errors import ConfigError, redact
-from acode_dagster.landing import Landing
+from acode_dagster.landing import BACKUP_STAGING_SETTING, STAGING_SETTING, Landing
 from acode_dagster.mysql import MySQLEndpoint
 from acode_dagster.probes import ProbeResult, ProbeSettings
 from acode_dagster.replicator import BATCH_ROWS, EmbeddedReplicator, Replicator
@@ -103,6 +108,11 @@ class BronzeResource(dg.ConfigurableResource):
             roots.append((BACKUP, redact(self.backup_url)))
         return roots
 
+    @property
+    def mirrored(self) -> bool:
+        """Whether there are two roots to keep as copies of each other."""
+        return self.backup_url != self.primary_url
+
     def store(self, role: Role) -> BronzeStore:
         if role == PRIMARY:
             return open_store(self.primary_url, setting="ACODE_BRONZE_URL")
@@ -110,8 +120,10 @@ class BronzeResource(dg.ConfigurableResource):
 
 
 class AirbyteRouteResource(dg.ConfigurableResource):
-    """The Airbyte route: dagster-airbyte's workspace (its standard AIRBYTE_* variables) and the
-    primary and backup connections, landing into the staging prefix."""
+    """The Airbyte route: dagster-airbyte's workspace (its standard AIRBYTE_* variables), a
+    staging prefix per bucket and, for each, the connections from the primary and the backup
+    server landing there (the backup bucket's are optional: empty strings, no bucket
+    failover)."""
 
     workspace: AirbyteWorkspace
     primary_connection_id: str
@@ -120,6 +132,26 @@ class AirbyteRouteResource(dg.ConfigurableResource):
     timeout_s: float = 3600.0
     poll_s: float = 10.0
     failure_window_s: float = 3600.0
+    backup_staging_url: str = ""
+    primary_to_backup_bucket_connection_id: str = ""
+    backup_to_backup_bucket_connection_id: str = ""
+
+    @property
+    def backup_bucket_configured(self) -> bool:
+        return bool(
+            self.backup_staging_url
+            and self.primary_to_backup_bucket_connection_id
+            and self.backup_to_backup_bucket_connection_id
+        )
+
+    def landing(self, bucket: Role) -> Landing:
+        """The staging prefix of ``bucket``; ConfigError naming the settings when the backup
+        bucket has none."""
+        if bucket == PRIMARY:
+            return Landing(self.staging_url, STAGING_SETTING)
+        if not self.backup_bucket_configured:
+            raise no_backup_bucket()
+        return Landing(self.backup_staging_url, BACKUP_STAGING_SETTING)
 
     def connections(self, *, request_timeout: int | None = None) -> AirbyteConnections:
         workspace = self.workspace
@@ -138,11 +170,28 @@ class AirbyteRouteResource(dg.ConfigurableResource):
             workspace=workspace,
             connection_ids={PRIMARY: self.primary_connection_id, BACKUP: self.backup_connection_id},
             secrets=tuple(s for s in (self.workspace.client_secret,) if s),
+            backup_bucket_ids=(
+                {
+                    PRIMARY: self.primary_to_backup_bucket_connection_id,
+                    BACKUP: self.backup_to_backup_bucket_connection_id,
+                }
+                if self.backup_bucket_configured
+                else {}
+            ),
         )
 
     def probe(self, settings: ProbeSettings) -> dict[str, ProbeResult]:
+        """``airbyte_<server>`` (source part) and ``staging_<bucket>`` (bucket part) probes."""
         connections = self.connections(request_timeout=max(1, int(settings.timeout_s)))
-        return probe_both(connections, settings, timedelta(seconds=self.failure_window_s))
+        landings: dict[Role, Landing | None] = {
+            PRIMARY: Landing(self.staging_url, STAGING_SETTING),
+            BACKUP: (
+                Landing(self.backup_staging_url, BACKUP_STAGING_SETTING)
+                if self.backup_bucket_configured
+                else None
+            ),
+        }
+        return probe_both(connections, settings, timedelta(seconds=self.failure_window_s), landings)
 
 
 class ReplicatorResource(dg.ConfigurableResource):
@@ -164,8 +213,11 @@ class ReplicatorResource(dg.ConfigurableResource):
     retry_base_s: float = Field(default=30.0, description="first wait; it doubles each retry")
     airbyte: AirbyteRouteResource | None = None
 
-    def build(self, log: Callable[[str], None], role: Role = PRIMARY) -> Replicator:
-        """The replicator for a sync on the ``role`` side of the route."""
+    def build(
+        self, log: Callable[[str], None], role: Role = PRIMARY, bucket: Role = PRIMARY
+    ) -> Replicator:
+        """The replicator for a sync on route (source ``role``, ``bucket``): in airbyte mode the
+        connection reading ``role`` into that bucket's staging."""
         max_file_bytes = int(self.max_file_mb * 1024 * 1024)
         if self.kind == "airbyte":
             if self.airbyte is None:
@@ -175,7 +227,8 @@ class ReplicatorResource(dg.ConfigurableResource):
             return AirbyteReplicator(
                 connections=self.airbyte.connections(),
                 role=role,
-                landing=Landing(self.airbyte.staging_url),
+                bucket=bucket,
+                landing=self.airbyte.landing(bucket),
                 timeout_s=self.airbyte.timeout_s,
                 poll_s=self.airbyte.poll_s,
                 batch_rows=self.batch_rows,
@@ -218,6 +271,9 @@ def build_airbyte(airbyte: AirbyteSettings) -> AirbyteRouteResource:
         timeout_s=airbyte.timeout_s,
         poll_s=airbyte.poll_s,
         failure_window_s=airbyte.failure_window_s,
+        backup_staging_url=airbyte.backup_staging_url,
+        primary_to_backup_bucket_connection_id=airbyte.primary_to_backup_bucket_connection_id,
+        backup_to_backup_bucket_connection_id=airbyte.backup_to_backup_bucket_connection_id,
     )
 
 
@@ -263,9 +319,12 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             failback_after=settings.failback_after,
             failback_dwell_s=settings.failback_dwell_s,
             probe_timeout_s=settings.probe_timeout_s,
+            probe_budget_s=settings.probe_budget_s,
             rpo_s=settings.rpo_s,
             lag_warn_s=settings.lag_warn_s,
             catchup_days=settings.catchup_days,
+            replica_check_days=settings.replica_check_days,
+            replica_check_wait_s=settings.replica_check_wait_s,
         ),
         "alerting": AlertingResource(
             slack_token=_secret("SLACK_BOT_TOKEN", settings.slack_token_set),
@@ -274,6 +333,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             pagerduty_routing_key=_secret("PAGERDUTY_ROUTING_KEY", settings.pagerduty_key_set),
             pagerduty_url=settings.pagerduty_url,
             ui_url=settings.ui_url,
+            give_up_h=settings.alert_give_up_h,
         ),
     }
 

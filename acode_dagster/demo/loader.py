@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -41,10 +41,10 @@ from acode_dagster.tables import (
     FISCAL_LINES,
     NFE_COMPLEMENTS,
     PRODUCTS,
-    SOURCE_TIMEZONE,
     Column,
     Table,
     get_table,
+    last_complete_days,
     source_schema_statements,
 )
 
@@ -469,14 +469,6 @@ def load_days(
         f"({report.rows_per_s:,.0f} rows/s)"
     )
     return report
-
-
-def last_complete_days(n_days: int, end_day: date | None = None) -> list[date]:
-    """The ``n_days`` days ending with ``end_day`` (default: yesterday, São Paulo time)."""
-    if n_days < 1:
-        raise ValueError(f"n_days must be at least 1, got {n_days}")
-    last = end_day or (datetime.now(SOURCE_TIMEZONE).date() - timedelta(days=1))
-    return [last - timedelta(days=offset) for offset in range(n_days - 1, -1, -1)]
 
 
 def load_demo(

@@ -266,6 +266,6 @@ def test_an_empty_day_of_each_table_publishes_and_fails_only_volume(
     outcomes = {
         (e.asset_key.path[-1], e.check_name): e.passed for e in result.get_asset_check_evaluations()
     }
-    assert len(outcomes) == 5 * len(TABLES)
+    assert len(outcomes) == 6 * len(TABLES)  # five partition checks and the mirror
     failed = sorted(key for key, passed in outcomes.items() if not passed)
     assert failed == sorted((t.name, "volume") for t in TABLES)

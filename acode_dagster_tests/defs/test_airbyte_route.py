@@ -10,20 +10,29 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
 
-from acode_dagster.bronze.store import LocalStore
+from acode_dagster import failover
+from acode_dagster.airbyte import BACKUP_BUCKET_SETTINGS
+from acode_dagster.bronze.store import BronzeStore, LocalStore, open_store, s3_client
 from acode_dagster.defs.bronze.checks import bronze_key
+from acode_dagster.defs.redundancy.state import load_state, save_state
 from acode_dagster.defs.resources import build_resources
-from acode_dagster.demo.loader import last_complete_days, load_days
+from acode_dagster.demo.loader import load_days
+from acode_dagster.landing import Landing
 from acode_dagster.localstack import LocalStack
+from acode_dagster.probes import ProbeResult
+from acode_dagster.routing import BACKUP, PRIMARY, Role
 from acode_dagster.settings import Settings
-from acode_dagster.tables import FISCAL_LINES, TABLES, Table
+from acode_dagster.tables import FISCAL_LINES, TABLES, Table, last_complete_days
 from acode_dagster_tests.support.airbyte import LoopbackAirbyte
 from acode_dagster_tests.support.alerting import LoopbackPagerDuty, LoopbackSlack
 from acode_dagster_tests.support.platform import Platform, metadata_of, wait_for
@@ -37,6 +46,8 @@ FISCAL = [bronze_key(FISCAL_LINES)]
 class AirbytePlatform(Platform):
     airbyte: LoopbackAirbyte
     bronze: LocalStore
+    """The primary root as a folder (not used on buckets)."""
+    stores: dict[Role, BronzeStore]
 
     def reconfigure(self, **settings: str) -> None:
         """Change settings and rebuild the resources, as a redeploy would."""
@@ -79,14 +90,35 @@ def make_platform(
     monkeypatch: pytest.MonkeyPatch,
     slack: LoopbackSlack,
     pagerduty: LoopbackPagerDuty,
+    *,
+    buckets: tuple[str, str] | None = None,
+    backup_bucket: bool = False,
+    configured_backup_staging: str | None = None,
 ) -> Iterator[AirbytePlatform]:
+    """The platform in airbyte mode on folders, or on the S3 ``buckets`` (primary, backup).
+    ``backup_bucket``: with the connections of bucket failover, landing into the backup root's
+    ``_airbyte_staging``; ``configured_backup_staging``: ACODE_AIRBYTE_BACKUP_STAGING_URL when it
+    is not where they land."""
     bronze = tmp_path / "bronze"
+    roots = (
+        (str(bronze), str(tmp_path / "bronze-backup"))
+        if buckets is None
+        else (f"s3://{buckets[0]}", f"s3://{buckets[1]}")
+    )
     primary, backup = stack.endpoint("primary"), stack.endpoint("backup")
-    airbyte = LoopbackAirbyte.for_pair(primary, backup, bronze / "_airbyte_staging")
+    airbyte = LoopbackAirbyte.for_pair(
+        primary,
+        backup,
+        f"{roots[0]}/_airbyte_staging",
+        f"{roots[1]}/_airbyte_staging" if backup_bucket else None,
+    )
+    for name in BACKUP_BUCKET_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
     settings = {
         **platform_environ(stack, tmp_path / "home", bronze),
         "ACODE_REPLICATOR": "airbyte",
-        "ACODE_BRONZE_BACKUP_URL": str(tmp_path / "bronze-backup"),
+        "ACODE_BRONZE_URL": roots[0],
+        "ACODE_BRONZE_BACKUP_URL": roots[1],
         "ACODE_PROBE_TIMEOUT_S": "2",
         "ACODE_FAILOVER_AFTER": "2",
         "ACODE_FAILBACK_DWELL_S": "0",
@@ -95,13 +127,17 @@ def make_platform(
         "ACODE_AIRBYTE_TIMEOUT_S": "60",
     }
     with airbyte:
-        for name, value in {**settings, **airbyte.environ()}.items():
+        environ = {**settings, **airbyte.environ()}
+        if configured_backup_staging is not None:
+            environ["ACODE_AIRBYTE_BACKUP_STAGING_URL"] = configured_backup_staging
+        for name, value in environ.items():
             monkeypatch.setenv(name, value)
         dagster_home = tmp_path / "dagster"
         dagster_home.mkdir()
         with dg.instance_for_test(temp_dir=str(dagster_home)) as instance:
             platform = AirbytePlatform(stack, instance, slack, pagerduty)
             platform.airbyte, platform.bronze = airbyte, LocalStore(bronze)
+            platform.stores = {PRIMARY: open_store(roots[0]), BACKUP: open_store(roots[1])}
             yield platform
 
 
@@ -127,7 +163,7 @@ def killable_platform(
     yield from make_platform(killable_stack, tmp_path, monkeypatch, slack_server, pagerduty_server)
 
 
-def bronze_rows(store: LocalStore, table: Table, day: Any) -> list[dict[str, Any]]:
+def bronze_rows(store: BronzeStore, table: Table, day: Any) -> list[dict[str, Any]]:
     return sorted(store.read_partition(table, day).to_pylist(), key=lambda r: r[table.key])
 
 
@@ -159,7 +195,7 @@ def test_partition_lands_through_the_primary_connection_and_its_checks_pass(
         assert metadata["airbyte_connection"] == f"connection_mysql_s3_acode ({airbyte.primary_id})"
         assert metadata["airbyte_records"] > 0 and metadata["airbyte_bytes"] > 0
     checks = result.get_asset_check_evaluations()
-    assert len(checks) == 5 * len(TABLES)
+    assert len(checks) == 6 * len(TABLES)  # five partition checks and the mirror
     assert all(c.passed for c in checks), [(c.check_name, c.metadata) for c in checks]
     # Landed by Airbyte, with its own columns, and still there for the next days' cuts.
     assert list((platform.bronze.root / "_airbyte_staging" / FISCAL_LINES.name).glob("*.parquet"))
@@ -311,3 +347,181 @@ def test_terminating_the_run_cancels_the_airbyte_job(
         log.close()
     assert airbyte.job(job).status == "cancelled"
     assert platform.bronze.manifest(FISCAL_LINES, DAYS[0]) is None
+
+
+# ---------------------------------------------------------------------- bucket failover
+
+
+def airbyte_probes(platform: Platform) -> dict[str, ProbeResult]:
+    """The probes the health sensor adds in airbyte mode (``ReplicatorResource.probe``)."""
+    with dg.build_resources(platform.resources) as ready:
+        return dict(ready.replicator.probe(ready.redundancy.probe_settings()))
+
+
+def pin_bucket(platform: Platform, role: Role) -> None:
+    """Pin the bucket part of the route, as `acode route pin` does."""
+    pin = failover.Pin(role=role, reason="test", by="test", at=datetime.now(UTC), parts=("bucket",))
+    state, _ = failover.pin(load_state(platform.instance), pin)
+    save_state(platform.instance, state)
+
+
+def remove_bucket(bucket: str) -> None:
+    """The bucket gone, as a deleted (or wrongly renamed) bucket is: every request on it fails."""
+    client = s3_client()
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    for key in keys:
+        client.delete_object(Bucket=bucket, Key=key)
+    client.delete_bucket(Bucket=bucket)
+
+
+@pytest.fixture
+def two_buckets(s3_server: Any) -> tuple[str, str]:
+    """A primary and a backup bronze bucket on moto's S3 server."""
+    suffix = uuid.uuid4().hex[:8]
+    buckets = (f"acode-bronze-{suffix}", f"acode-backup-{suffix}")
+    for bucket in buckets:
+        s3_client().create_bucket(Bucket=bucket)
+    return buckets
+
+
+@pytest.fixture
+def s3_platform(
+    stack: LocalStack,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    two_buckets: tuple[str, str],
+    request: pytest.FixtureRequest,
+) -> Iterator[AirbytePlatform]:
+    """Both bronze roots on buckets, each with its own Airbyte staging and the connections
+    landing there."""
+    yield from make_platform(
+        stack,
+        tmp_path,
+        monkeypatch,
+        request.getfixturevalue("slack_server"),
+        request.getfixturevalue("pagerduty_server"),
+        buckets=two_buckets,
+        backup_bucket=True,
+    )
+
+
+def test_primary_bucket_gone_the_backup_bucket_connection_lands_and_publishes_there(
+    s3_platform: AirbytePlatform,
+) -> None:
+    platform, airbyte = s3_platform, s3_platform.airbyte
+    primary_bucket = platform.stores[PRIMARY].url.removeprefix("s3://")
+    backup_staging = f"{platform.stores[BACKUP].url}/_airbyte_staging"
+    before = airbyte_probes(platform)
+    assert all(r.healthy for r in before.values()), before
+    assert set(before) == {"airbyte_primary", "airbyte_backup", "staging_primary", "staging_backup"}
+
+    remove_bucket(primary_bucket)
+
+    probes = airbyte_probes(platform)
+    down = probes["staging_primary"]
+    assert not down.healthy
+    assert f"s3://{primary_bucket}/_airbyte_staging/_probe/ (ACODE_AIRBYTE_STAGING_URL)" in (
+        down.reason
+    )
+    assert "NoSuchBucket" in down.reason, down.reason
+    assert probes["staging_backup"].healthy, probes["staging_backup"]
+    # Nothing is wrong with the servers: the source part must not move.
+    assert probes["airbyte_primary"].healthy and probes["airbyte_backup"].healthy
+    platform.tick(2)
+    assert platform.route.bucket == BACKUP and platform.route.source == PRIMARY
+
+    result = platform.materialize(DAYS[0], FISCAL)
+
+    assert result.success, run_text(platform, result)
+    started = airbyte.requests("POST", r"/public/v1/jobs$")
+    assert started and {r.connection_id for r in started} == {airbyte.primary_to_backup_bucket_id}
+    assert Landing(backup_staging).files(FISCAL_LINES), "landed in the backup bucket's staging"
+    metadata = metadata_of(result)
+    assert metadata["bucket_role"] == "backup" and metadata["source_role"] == "primary"
+    assert metadata["airbyte_staging"] == backup_staging
+    assert metadata["airbyte_connection"] == (
+        f"connection_mysql_s3_acode_to_backup_bucket ({airbyte.primary_to_backup_bucket_id})"
+    )
+    primary = platform.stack.endpoint("primary")
+    assert bronze_rows(platform.stores[BACKUP], FISCAL_LINES, DAYS[0]) == source_window(
+        primary, FISCAL_LINES, DAYS[0]
+    )
+    partition_checks = [c for c in result.get_asset_check_evaluations() if c.check_name != "mirror"]
+    assert partition_checks and all(c.passed for c in partition_checks)
+
+
+def test_without_backup_bucket_connections_a_backup_bucket_sync_names_the_settings(
+    platform: AirbytePlatform,
+) -> None:
+    airbyte = platform.airbyte
+    probes = airbyte_probes(platform)
+    assert probes["staging_primary"].healthy, probes["staging_primary"]
+    assert not probes["staging_backup"].healthy
+    assert "bucket failover is not available in airbyte mode" in probes["staging_backup"].reason
+    pin_bucket(platform, BACKUP)
+
+    result = platform.materialize(DAYS[0], FISCAL)
+
+    assert not result.success
+    text = run_text(platform, result)
+    assert all(name in text for name in BACKUP_BUCKET_SETTINGS), text
+    assert airbyte.jobs_started() == [], "no connection was triggered"
+    assert platform.stores[BACKUP].manifest(FISCAL_LINES, DAYS[0]) is None
+
+
+def test_a_backup_bucket_connection_landing_elsewhere_is_refused_before_it_runs(
+    stack: LocalStack,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    slack_server: LoopbackSlack,
+    pagerduty_server: LoopbackPagerDuty,
+) -> None:
+    configured = str(tmp_path / "bronze-backup" / "_other_staging")
+    with contextmanager(make_platform)(
+        stack,
+        tmp_path,
+        monkeypatch,
+        slack_server,
+        pagerduty_server,
+        backup_bucket=True,
+        configured_backup_staging=configured,
+    ) as platform:
+        airbyte = platform.airbyte
+        probe = airbyte_probes(platform)["staging_backup"]
+        assert not probe.healthy
+        assert "lands into" in probe.reason and configured in probe.reason, probe.reason
+        pin_bucket(platform, BACKUP)
+
+        result = platform.materialize(DAYS[0], FISCAL)
+
+        assert not result.success
+        text = run_text(platform, result)
+        assert "ACODE_AIRBYTE_PRIMARY_TO_BACKUP_BUCKET_CONNECTION_ID) lands into" in text
+        assert "ACODE_AIRBYTE_BACKUP_STAGING_URL" in text
+        assert airbyte.jobs_started() == [], "no connection was triggered"
+
+
+def test_a_job_failure_counts_against_the_staging_or_the_server_by_its_origin(
+    platform: AirbytePlatform,
+) -> None:
+    airbyte = platform.airbyte
+
+    def failing_job(reason: str, origin: str) -> None:
+        airbyte.fail_next_jobs(1, reason, connection_id=airbyte.primary_id, origin=origin)
+        with dg.build_resources(platform.resources) as ready:
+            job = ready.replicator.airbyte.connections().start(PRIMARY)
+        assert job is not None
+        assert airbyte.wait_for_job(job.id).status == "failed"
+
+    failing_job("Access Denied writing to the destination bucket (injected)", "destination")
+    probes = airbyte_probes(platform)
+    assert probes["airbyte_primary"].healthy, probes["airbyte_primary"]
+    assert "counted against staging_primary" in (probes["airbyte_primary"].warning or "")
+    assert not probes["staging_primary"].healthy
+    assert "Access Denied writing to the destination bucket" in probes["staging_primary"].reason
+
+    failing_job("Communications link failure (injected)", "source")
+    probes = airbyte_probes(platform)
+    assert not probes["airbyte_primary"].healthy
+    assert "Communications link failure" in probes["airbyte_primary"].reason
+    assert probes["staging_primary"].healthy, probes["staging_primary"]

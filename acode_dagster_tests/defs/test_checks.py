@@ -57,7 +57,7 @@ def test_a_blocking_failure_fails_the_run_and_does_not_count_as_fresh(
             bronze_assets, partition_key=str(CLEAN), resources=resources, instance=instance
         )
         evaluations = clean.get_asset_check_evaluations()
-        assert len(evaluations) == 5 * len(TABLES)
+        assert len(evaluations) == 6 * len(TABLES)  # five partition checks and the mirror
         assert all(e.passed and e.partition == str(CLEAN) for e in evaluations)
         null_share = next(
             e

@@ -15,7 +15,7 @@ from acode_dagster.defs.bronze.assets import bronze_assets
 from acode_dagster.defs.bronze.checks import bronze_key
 from acode_dagster.defs.redundancy.state import REDUNDANCY_KEY
 from acode_dagster.defs.resources import build_resources
-from acode_dagster.quality import FRESHNESS_CHECK, PARTITION_CHECKS
+from acode_dagster.quality import FRESHNESS_CHECK, MIRROR_CHECK, PARTITION_CHECKS
 from acode_dagster.settings import Settings
 from acode_dagster.tables import TABLES
 
@@ -30,19 +30,30 @@ def test_every_definition_loads() -> None:
     assert graph.get_all_asset_keys() == {bronze_key(t) for t in TABLES} | {REDUNDANCY_KEY}
     checks = {(key.asset_key, key.name) for key in graph.asset_check_keys}
     assert checks == {
-        (bronze_key(t), spec.name) for t in TABLES for spec in (*PARTITION_CHECKS, FRESHNESS_CHECK)
-    }
+        (bronze_key(t), spec.name)
+        for t in TABLES
+        for spec in (*PARTITION_CHECKS, MIRROR_CHECK, FRESHNESS_CHECK)
+    } | {(REDUNDANCY_KEY, "replica_consistency")}
     job = defs.resolve_job_def("bronze_acode_job")
     assert job.partitions_def is not None
-    assert {j.name for j in defs.jobs or []} == {"bronze_acode_job", "bronze_sweep_job"}
+    assert {j.name for j in defs.jobs or []} == {
+        "bronze_acode_job",
+        "bronze_sweep_job",
+        "bronze_repair_job",
+        "replica_check_job",
+        "replica_reverify_job",
+    }
     assert {s.name for s in defs.schedules or []} == {
         "acode_daily_schedule",
         "bronze_sweep_schedule",
+        "bronze_repair_schedule",
+        "replica_check_schedule",
     }
     assert {s.name for s in defs.sensors or []} == {
         "acode_alert_sensor",
         "acode_freshness_sensor",
         "acode_health_sensor",
+        "replica_reverify_sensor",
     }
     assert set(defs.resources or {}) == {
         "acode_sources",

@@ -5,18 +5,13 @@ restart of the webserver and the daemon."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import psycopg2
-import pytest
 
 from acode_dagster import failover
 from acode_dagster.defs.bronze.assets import bronze_assets
@@ -33,39 +28,7 @@ from acode_dagster.routing import Route
 from acode_dagster.settings import Settings
 from acode_dagster.tables import PRODUCTS
 
-SERVER = "postgresql://postgres@127.0.0.1:5432"
 DAY = date(2026, 8, 25)
-
-
-DEPLOYED = Path(__file__).resolve().parents[2] / "deploy" / "dagster.yaml"
-
-
-@pytest.fixture
-def postgres_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A Dagster home with the production ``dagster.yaml``, on a fresh Postgres database."""
-    name = f"acode_test_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(f"{SERVER}/postgres")
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE {name}")
-    home = tmp_path / "dagster"
-    home.mkdir()
-    shutil.copy(DEPLOYED, home / "dagster.yaml")
-    for variable, value in {
-        "DAGSTER_HOME": str(home),
-        "DAGSTER_PG_HOST": "127.0.0.1",
-        "DAGSTER_PG_PORT": "5432",
-        "DAGSTER_PG_DB": name,
-        "DAGSTER_PG_USERNAME": "postgres",
-        "DAGSTER_PG_PASSWORD": "",
-    }.items():
-        monkeypatch.setenv(variable, value)
-    try:
-        yield home
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
 
 
 def test_a_run_the_route_and_its_history_survive_a_restart_on_postgres(

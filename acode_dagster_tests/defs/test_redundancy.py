@@ -19,15 +19,20 @@ from acode_dagster.bronze.store import LocalStore, open_store, s3_client
 from acode_dagster.defs.bronze.checks import bronze_key
 from acode_dagster.defs.redundancy.state import load_state, recent_route_events
 from acode_dagster.defs.resources import build_resources
-from acode_dagster.demo.loader import last_complete_days, load_days
+from acode_dagster.demo.loader import load_days
 from acode_dagster.errors import SourceError
 from acode_dagster.localstack import LocalStack
 from acode_dagster.replicator import EmbeddedReplicator
 from acode_dagster.routing import Route
 from acode_dagster.settings import Settings
-from acode_dagster.tables import FISCAL_LINES, TABLES
+from acode_dagster.tables import FISCAL_LINES, TABLES, last_complete_days
 from acode_dagster_tests.support.alerting import LoopbackPagerDuty, LoopbackSlack
-from acode_dagster_tests.support.platform import Platform, metadata_of, wait_for
+from acode_dagster_tests.support.platform import (
+    Platform,
+    metadata_of,
+    started_platform,
+    wait_for,
+)
 from acode_dagster_tests.support.source import source_window
 
 DAYS = last_complete_days(3)
@@ -42,11 +47,7 @@ def platform(
     slack_server: LoopbackSlack,
     pagerduty_server: LoopbackPagerDuty,
 ) -> Iterator[Platform]:
-    home = tmp_path / "home"
     settings = {
-        "ACODE_HOME": str(home),
-        "ACODE_BRONZE_URL": str(tmp_path / "bronze"),
-        "ACODE_BRONZE_BACKUP_URL": str(tmp_path / "bronze-backup"),
         "ACODE_PROBE_TIMEOUT_S": "1",
         "ACODE_FAILOVER_AFTER": "2",
         "ACODE_FAILBACK_AFTER": "3",
@@ -55,16 +56,17 @@ def platform(
         "ACODE_RETRIES": "1",
         "ACODE_RETRY_BASE_S": "0.1",
     }
-    for name, value in settings.items():
-        monkeypatch.setenv(name, value)
-    stack = mariadb_pair_factory(home / "stack")
-    stack.start()
-    load_days(stack.endpoint("primary", admin=True), DAYS, rows=ROWS)
-    stack.wait_replica_caught_up()
-    dagster_home = tmp_path / "dagster"
-    dagster_home.mkdir()
-    with dg.instance_for_test(temp_dir=str(dagster_home)) as instance:
-        yield Platform(stack, instance, slack_server, pagerduty_server)
+    with started_platform(
+        tmp_path,
+        monkeypatch,
+        mariadb_pair_factory,
+        slack_server,
+        pagerduty_server,
+        settings=settings,
+        days=DAYS,
+        rows=ROWS,
+    ) as started:
+        yield started
 
 
 def test_primary_killed_fail_over_sync_from_backup_fail_back_and_catch_up(

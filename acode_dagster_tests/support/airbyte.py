@@ -25,7 +25,12 @@ the two ACODE connections on the session's MariaDB pair; anywhere else::
     with LoopbackAirbyte.for_pair(primary, backup, "s3://bucket/_airbyte_staging") as airbyte:
         os.environ.update(airbyte.environ())
 
-Faults are knobs, settable from any thread while the server runs: :meth:`fail_next_jobs`,
+``for_pair(..., backup_staging_url="s3://backup-bucket/_airbyte_staging")`` adds the two
+connections of bucket failover, one from each server into the backup bucket's staging, and
+:meth:`LoopbackAirbyte.environ` then names them and both staging prefixes.
+
+Faults are knobs, settable from any thread while the server runs: :meth:`fail_next_jobs`
+(with the failure's origin: the source's, or the destination's),
 :meth:`hang_jobs`, :meth:`set_batch_delay`, :meth:`fail_requests` / :meth:`fail_all_requests`,
 :meth:`reject_credentials`, :meth:`remove_connection`, :meth:`set_connection_status`,
 :meth:`set_cursor`. Every request is recorded as a :class:`LoggedRequest` with the connection it
@@ -104,6 +109,15 @@ from acode_dagster_tests.support.http import LoopbackHTTP
 
 PRIMARY_CONNECTION_NAME = "connection_mysql_s3_acode"
 BACKUP_CONNECTION_NAME = "connection_mysql_s3_acode_backup"
+PRIMARY_TO_BACKUP_BUCKET_NAME = "connection_mysql_s3_acode_to_backup_bucket"
+BACKUP_TO_BACKUP_BUCKET_NAME = "connection_mysql_s3_acode_backup_to_backup_bucket"
+CONNECTION_SETTINGS = {
+    PRIMARY_CONNECTION_NAME: "ACODE_AIRBYTE_PRIMARY_CONNECTION_ID",
+    BACKUP_CONNECTION_NAME: "ACODE_AIRBYTE_BACKUP_CONNECTION_ID",
+    PRIMARY_TO_BACKUP_BUCKET_NAME: "ACODE_AIRBYTE_PRIMARY_TO_BACKUP_BUCKET_CONNECTION_ID",
+    BACKUP_TO_BACKUP_BUCKET_NAME: "ACODE_AIRBYTE_BACKUP_TO_BACKUP_BUCKET_CONNECTION_ID",
+}
+"""The setting that names each connection, by the connection's name."""
 REST_PREFIX = "/api/public/v1"
 CONFIG_PREFIX = "/api/v1"
 S3_PATH_FORMAT = "${STREAM_NAME}/${YEAR}_${MONTH}_${DAY}_${EPOCH}_"
@@ -181,7 +195,9 @@ class _Cancelled(Exception):
 
 
 class _InjectedFailure(Exception):
-    pass
+    def __init__(self, fault: _InjectedFault) -> None:
+        super().__init__(fault.reason)
+        self.fault = fault
 
 
 @dataclass
@@ -200,11 +216,17 @@ class _Connection:
         return self.spec.connection_id
 
 
+@dataclass(frozen=True)
+class _InjectedFault:
+    reason: str
+    origin: str
+
+
 @dataclass
 class _Job:
     id: int
     connection_id: str
-    fail_reason: str | None
+    fault: _InjectedFault | None
     created_at: float = field(default_factory=time.time)
     status: str = "pending"
     started_at: float | None = None
@@ -379,7 +401,7 @@ class LoopbackAirbyte:
         self._writing: set[str] = set()
         self._issued_paths: set[str] = set()
         # Knobs.
-        self._fail_jobs: list[tuple[str | None, str]] = []
+        self._fail_jobs: list[tuple[str | None, _InjectedFault]] = []
         self._hung: set[str | None] = set()
         self._batch_delay_s = 0.0
         self._failing_requests = 0
@@ -400,19 +422,28 @@ class LoopbackAirbyte:
         primary: MySQLEndpoint,
         backup: MySQLEndpoint,
         staging_url: str | Path,
+        backup_staging_url: str | Path | None = None,
         **kwargs: Any,
     ) -> LoopbackAirbyte:
         """The two ACODE connections: ``connection_mysql_s3_acode`` reading ``primary`` and
         ``connection_mysql_s3_acode_backup`` reading ``backup``, both landing into
-        ``staging_url`` (a folder or ``s3://bucket/prefix``), as configured in production."""
+        ``staging_url`` (a folder or ``s3://bucket/prefix``), as configured in production.
+
+        With ``backup_staging_url``, also the connections of bucket failover:
+        ``connection_mysql_s3_acode_to_backup_bucket`` (``primary``) and
+        ``connection_mysql_s3_acode_backup_to_backup_bucket`` (``backup``), landing there."""
         url = str(staging_url)
-        return cls(
-            [
-                ConnectionSpec(PRIMARY_CONNECTION_NAME, primary, url),
-                ConnectionSpec(BACKUP_CONNECTION_NAME, backup, url),
-            ],
-            **kwargs,
-        )
+        specs = [
+            ConnectionSpec(PRIMARY_CONNECTION_NAME, primary, url),
+            ConnectionSpec(BACKUP_CONNECTION_NAME, backup, url),
+        ]
+        if backup_staging_url is not None:
+            backup_url = str(backup_staging_url)
+            specs += [
+                ConnectionSpec(PRIMARY_TO_BACKUP_BUCKET_NAME, primary, backup_url),
+                ConnectionSpec(BACKUP_TO_BACKUP_BUCKET_NAME, backup, backup_url),
+            ]
+        return cls(specs, **kwargs)
 
     # -- lifecycle
 
@@ -477,8 +508,22 @@ class LoopbackAirbyte:
     def backup_id(self) -> str:
         return self.connection_id(BACKUP_CONNECTION_NAME)
 
+    @property
+    def primary_to_backup_bucket_id(self) -> str:
+        return self.connection_id(PRIMARY_TO_BACKUP_BUCKET_NAME)
+
+    @property
+    def backup_to_backup_bucket_id(self) -> str:
+        return self.connection_id(BACKUP_TO_BACKUP_BUCKET_NAME)
+
+    def landing_url(self, name: str) -> str:
+        """Where the connection named ``name`` lands."""
+        return self._connections[self.connection_id(name)].spec.landing_url
+
     def environ(self) -> dict[str, str]:
-        """The variables that point the platform (and dagster-airbyte) at this server."""
+        """The variables that point the platform (and dagster-airbyte) at this server: the
+        workspace, the id of each ACODE connection it has, and the staging prefix of each
+        bucket it lands in."""
         values = {
             "AIRBYTE_REST_API_BASE_URL": self.rest_url,
             "AIRBYTE_CONFIGURATION_API_BASE_URL": self.config_url,
@@ -487,19 +532,32 @@ class LoopbackAirbyte:
             "AIRBYTE_CLIENT_SECRET": self.client_secret,
         }
         names = {c.spec.name for c in self._connections.values()}
+        for name, setting in CONNECTION_SETTINGS.items():
+            if name in names:
+                values[setting] = self.connection_id(name)
         if PRIMARY_CONNECTION_NAME in names:
-            values["ACODE_AIRBYTE_PRIMARY_CONNECTION_ID"] = self.primary_id
-        if BACKUP_CONNECTION_NAME in names:
-            values["ACODE_AIRBYTE_BACKUP_CONNECTION_ID"] = self.backup_id
+            values["ACODE_AIRBYTE_STAGING_URL"] = self.landing_url(PRIMARY_CONNECTION_NAME)
+        if PRIMARY_TO_BACKUP_BUCKET_NAME in names:
+            values["ACODE_AIRBYTE_BACKUP_STAGING_URL"] = self.landing_url(
+                PRIMARY_TO_BACKUP_BUCKET_NAME
+            )
         return values
 
     # -- knobs (thread-safe, take effect at once)
 
-    def fail_next_jobs(self, count: int, reason: str, *, connection_id: str | None = None) -> None:
+    def fail_next_jobs(
+        self,
+        count: int,
+        reason: str,
+        *,
+        connection_id: str | None = None,
+        origin: str = "source",
+    ) -> None:
         """The next ``count`` jobs (of ``connection_id``, or of any connection) land their first
-        batch and then fail with ``reason`` as the failure's ``externalMessage``."""
+        batch and then fail with ``reason`` as the failure's ``externalMessage`` and ``origin``
+        as its ``failureOrigin`` (``source``, or ``destination`` for a write that failed)."""
         with self._lock:
-            self._fail_jobs.extend([(connection_id, reason)] * count)
+            self._fail_jobs.extend([(connection_id, _InjectedFault(reason, origin))] * count)
 
     def hang_jobs(self, on: bool = True, *, connection_id: str | None = None) -> None:
         """Jobs (of ``connection_id``, or all) stay ``running`` without reading, until cancelled
@@ -873,7 +931,7 @@ class LoopbackAirbyte:
                     "Please try again later.",
                     {"message": f"A sync is already running for: {connection.id}"},
                 )
-            job = _Job(self._next_job_id, connection.id, self._take_failure(connection.id))
+            job = _Job(self._next_job_id, connection.id, self._take_fault(connection.id))
             self._next_job_id += 1
             self._jobs[job.id] = job
             job.thread = threading.Thread(
@@ -883,11 +941,11 @@ class LoopbackAirbyte:
         job.thread.start()
         return 200, answer
 
-    def _take_failure(self, connection_id: str) -> str | None:
-        for index, (target, reason) in enumerate(self._fail_jobs):
+    def _take_fault(self, connection_id: str) -> _InjectedFault | None:
+        for index, (target, fault) in enumerate(self._fail_jobs):
             if target in (None, connection_id):
                 del self._fail_jobs[index]
-                return reason
+                return fault
         return None
 
     def _list_jobs(self, request: _Request) -> tuple[int, Any]:
@@ -1204,13 +1262,14 @@ class LoopbackAirbyte:
                 landed[table.name], cursor = self._sync_stream(job, connection, table)
                 if cursor is not None:
                     cursors[table.name] = cursor
-                if job.fail_reason:
-                    raise _InjectedFailure(job.fail_reason)
+                if job.fault:
+                    raise _InjectedFailure(job.fault)
             self._commit(job, connection, landed, cursors)
         except _Cancelled:
             pass
         except _InjectedFailure as failure:
-            self._fail(job, _failure("source", "system_error", str(failure), str(failure)))
+            reason = failure.fault.reason
+            self._fail(job, _failure(failure.fault.origin, "system_error", reason, reason))
         except SourceError as exc:
             message = redact(str(exc), connection.spec.source.secrets())
             self._fail(job, _failure("source", "system_error", message, f"SourceError: {message}"))
@@ -1310,9 +1369,9 @@ class LoopbackAirbyte:
             job.bytes += batch.nbytes
             job.updated_at = time.time()
             delay = self._batch_delay_s
-        if job.fail_reason:
+        if job.fault:
             # A failing sync lands what it read so far (its file is closed on the way out).
-            raise _InjectedFailure(job.fail_reason)
+            raise _InjectedFailure(job.fault)
         if delay:
             job.cancel.wait(delay)
         self._check_cancelled(job)

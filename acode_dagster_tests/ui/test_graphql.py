@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from acode_dagster.defs.bronze.checks import GROUP, bronze_key
-from acode_dagster.quality import FRESHNESS_CHECK, PARTITION_CHECKS
+from acode_dagster.quality import FRESHNESS_CHECK, MIRROR_CHECK, PARTITION_CHECKS
 from acode_dagster.settings import DEFAULT_PARTITIONS_START
 from acode_dagster.tables import FISCAL_LINES, NFE_COMPLEMENTS, TABLES
 from acode_dagster_tests.support.webserver import DagsterUI
@@ -136,8 +136,8 @@ def test_the_bronze_group_shows_three_daily_partitioned_assets_with_their_checks
         checks_or_error = node["assetChecksOrError"]
         assert checks_or_error["__typename"] == "AssetChecks", checks_or_error
         checks = {check["name"]: check for check in checks_or_error["checks"]}
-        assert set(checks) == PARTITION_CHECK_NAMES | {FRESHNESS_CHECK.name}, name
-        for spec in PARTITION_CHECKS:
+        assert set(checks) == PARTITION_CHECK_NAMES | {MIRROR_CHECK.name, FRESHNESS_CHECK.name}
+        for spec in (*PARTITION_CHECKS, MIRROR_CHECK):
             assert checks[spec.name]["blocking"] == spec.blocking, (name, spec.name)
             assert checks[spec.name]["partitionDefinition"]["type"] == "TIME_WINDOW"
         # Freshness is about the table, not a day.

@@ -6,6 +6,7 @@ from pydantic import Field
 
 from acode_dagster.alerts import Notifier, PagerDutyNotifier, SlackNotifier
 from acode_dagster.settings import (
+    DEFAULT_ALERT_GIVE_UP_H,
     DEFAULT_PAGERDUTY_URL,
     DEFAULT_SLACK_API_URL,
     DEFAULT_SLACK_CHANNEL,
@@ -22,6 +23,12 @@ class AlertingResource(dg.ConfigurableResource):
     pagerduty_routing_key: str | None = Field(default=None, description="PAGERDUTY_ROUTING_KEY")
     pagerduty_url: str = DEFAULT_PAGERDUTY_URL
     ui_url: str = DEFAULT_UI_URL
+    give_up_h: float = Field(
+        default=DEFAULT_ALERT_GIVE_UP_H,
+        ge=0,
+        description="ACODE_ALERT_GIVE_UP_H: hours after its first attempt an alert not "
+        "delivered is given up (with a warning naming it)",
+    )
 
     def notifiers(self) -> dict[str, Notifier]:
         found: dict[str, Notifier] = {}
@@ -39,6 +46,10 @@ class AlertingResource(dg.ConfigurableResource):
 
     def secrets(self) -> tuple[str, ...]:
         return tuple(s for s in (self.slack_token, self.pagerduty_routing_key) if s)
+
+    def destination(self, channel: str) -> str:
+        """Where a channel's alerts go, for a person: ``slack #alerts``, ``pagerduty``."""
+        return f"slack {self.slack_channel}" if channel == "slack" else channel
 
     def run_url(self, run_id: str) -> str:
         return f"{self.ui_url.rstrip('/')}/runs/{run_id}"

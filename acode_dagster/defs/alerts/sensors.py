@@ -2,13 +2,19 @@
 and route change, told once.
 
 Each tick reads what the instance recorded since the cursor (check executions per check key,
-failed and cancelled runs by update time), turns it into alerts with the pure rules of
-:mod:`acode_dagster.incidents`, appends them to the pending list kept in the cursor, and tries
-to deliver everything pending. A service that is down keeps its alerts pending for the next
-tick; a delivered alert leaves the list; so an outage delays alerts and never loses or repeats
-them.
+failed and cancelled runs by update time, route events), turns it into alerts with the pure
+rules of :mod:`acode_dagster.incidents`, appends them to the pending list kept in the cursor,
+and tries to deliver everything pending. A service that is down keeps its alerts pending for
+the next tick; a delivered alert leaves the list; so an outage delays alerts and never repeats
+them. Dagster saves the cursor only when the tick ends: each send is therefore also recorded,
+as it happens, in a delivery ledger in the instance (:mod:`acode_dagster.defs.alerts.ledger`),
+and a tick killed half-way is replayed by the next without a second message. An alert that
+cannot be delivered is given up after ``ACODE_ALERT_GIVE_UP_H`` hours (sooner when the service
+rejects it for good), with a warning naming it.
 """
 
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,10 +27,22 @@ from dagster._core.storage.asset_check_execution_record import (
     AssetCheckExecutionRecordStatus,
 )
 
-from acode_dagster.alerts import Alert, PagerDutyNotifier, Pending, deliver
+from acode_dagster.alerts import (
+    LEDGER_KEEP_S,
+    Alert,
+    GivenUp,
+    PagerDutyNotifier,
+    Pending,
+    deliver,
+    describe,
+    expire,
+)
+from acode_dagster.defs.alerts.ledger import load_ledger
 from acode_dagster.defs.alerts.resources import AlertingResource
 from acode_dagster.defs.bronze.checks import GROUP, bronze_key
+from acode_dagster.defs.redundancy.replica import CHECK_NAME as REPLICA_CHECK
 from acode_dagster.defs.redundancy.state import REDUNDANCY_KEY, route_events_since
+from acode_dagster.errors import redact
 from acode_dagster.incidents import (
     AlertState,
     CheckOutcome,
@@ -34,19 +52,27 @@ from acode_dagster.incidents import (
     on_run_canceled,
     on_run_failure,
 )
-from acode_dagster.quality import FRESHNESS_CHECK, PARTITION_CHECKS
+from acode_dagster.quality import FRESHNESS_CHECK, MIRROR_CHECK, PARTITION_CHECKS
 from acode_dagster.tables import TABLES, Table
 
 ALERT_INTERVAL_S = 30
 _PAGE = 100
+_RUN_PAGES = 20
+_NAMED_GIVEN_UP = 3
 _CHECK_FAILED = "DagsterAssetCheckFailedError"
 _INTERRUPTS = ("DagsterExecutionInterruptedError", "KeyboardInterrupt")
 
 
 @dataclass(frozen=True)
 class WatchedCheck:
-    table: Table
+    table: Table | None
+    """None for a check of no table (the replica check on ``redundancy``)."""
     key: dg.AssetCheckKey
+
+    @property
+    def subject(self) -> str:
+        """What an alert names: the table, or the checked asset."""
+        return self.table.name if self.table else self.key.asset_key.to_user_string()
 
     @property
     def name(self) -> str:
@@ -56,8 +82,8 @@ class WatchedCheck:
 WATCHED = [
     WatchedCheck(table, dg.AssetCheckKey(bronze_key(table), spec.name))
     for table in TABLES
-    for spec in (*PARTITION_CHECKS, FRESHNESS_CHECK)
-]
+    for spec in (*PARTITION_CHECKS, MIRROR_CHECK, FRESHNESS_CHECK)
+] + [WatchedCheck(None, dg.AssetCheckKey(REDUNDANCY_KEY, REPLICA_CHECK))]
 
 
 def _history(
@@ -96,7 +122,7 @@ def _outcome(watched: WatchedCheck, record: AssetCheckExecutionRecord) -> CheckO
     }
     return CheckOutcome(
         record_id=record.id,
-        table=watched.table.name,
+        table=watched.subject,
         partition=evaluation.partition,
         check=evaluation.check_name,
         passed=evaluation.passed,
@@ -242,57 +268,74 @@ def _quarantined(event: dg.DagsterEvent | None) -> bool:
 def read_failed_runs(
     instance: dg.DagsterInstance, state: AlertState, alerting: AlertingResource
 ) -> list[Alert]:
-    """Alerts for the bronze runs that failed or were cancelled since the cursor."""
-    after = datetime.fromtimestamp(state.runs_after, UTC) if state.runs_after else None
-    records = instance.get_run_records(
-        dg.RunsFilter(
-            statuses=[dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED],
-            updated_after=after,
-        ),
-        limit=_PAGE,
-        order_by="update_timestamp",
-        ascending=True,
-    )
+    """Alerts for the bronze runs that failed or were cancelled since the cursor.
+
+    Runs come back whenever they are updated (a tag added to a failed run moves its update
+    time): :meth:`AlertState.run_is_news` tells each one once. Pages of runs that are no news
+    cost one query each, so a tick reads on until the newest run, up to a bound.
+    """
     alerts: list[Alert] = []
-    for record in records:
-        run = record.dagster_run
-        stamp = record.update_timestamp.timestamp()
-        if run.run_id in state.runs_seen and stamp <= state.runs_after:
-            continue
-        if stamp > state.runs_after:
-            state.runs_after, state.runs_seen = stamp, []
-        state.runs_seen.append(run.run_id)
-        if not _is_bronze_run(instance, run.run_id):
-            continue
-        job, partition = run.job_name, run.tags.get("dagster/partition")
-        link, occurred_at = alerting.run_url(run.run_id), record.update_timestamp.isoformat()
-        if run.status == dg.DagsterRunStatus.CANCELED:
-            reason = _cancel_reason(instance, run.run_id)
-            alerts.append(
-                on_run_canceled(
-                    run.run_id,
-                    job=job,
-                    partition=partition,
-                    reason=reason,
-                    link=link,
-                    occurred_at=occurred_at,
-                )
-            )
-            continue
-        failure = _failure_reason(instance, run.run_id)
-        if failure is None:
-            continue
-        alerts.append(
-            on_run_failure(
-                run.run_id,
-                job=job,
-                partition=partition,
-                reason=failure,
-                link=link,
-                occurred_at=occurred_at,
-            )
+    for _ in range(_RUN_PAGES):
+        after = datetime.fromtimestamp(state.runs_after, UTC) if state.runs_after else None
+        records = instance.get_run_records(
+            dg.RunsFilter(
+                statuses=[dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED],
+                updated_after=after,
+            ),
+            limit=_PAGE,
+            order_by="update_timestamp",
+            ascending=True,
         )
+        read = 0
+        for record in records:
+            run = record.dagster_run
+            stamp = record.update_timestamp.timestamp()
+            if run.run_id in state.runs_seen and stamp <= state.runs_after:
+                continue
+            read += 1
+            if stamp > state.runs_after:
+                state.runs_after, state.runs_seen = stamp, []
+            state.runs_seen.append(run.run_id)
+            if not state.run_is_news(run.run_id, record.end_time or stamp):
+                continue
+            alert = _run_alert(instance, record, alerting)
+            if alert is not None:
+                alerts.append(alert)
+        if len(records) < _PAGE or not read:
+            break
+    state.forget_old_runs()
     return alerts
+
+
+def _run_alert(
+    instance: dg.DagsterInstance, record: dg.RunRecord, alerting: AlertingResource
+) -> Alert | None:
+    """The alert for one failed or cancelled run, or None when there is nothing to tell."""
+    run = record.dagster_run
+    if not _is_bronze_run(instance, run.run_id):
+        return None
+    job, partition = run.job_name, run.tags.get("dagster/partition")
+    link, occurred_at = alerting.run_url(run.run_id), record.update_timestamp.isoformat()
+    if run.status == dg.DagsterRunStatus.CANCELED:
+        return on_run_canceled(
+            run.run_id,
+            job=job,
+            partition=partition,
+            reason=_cancel_reason(instance, run.run_id),
+            link=link,
+            occurred_at=occurred_at,
+        )
+    failure = _failure_reason(instance, run.run_id)
+    if failure is None:
+        return None
+    return on_run_failure(
+        run.run_id,
+        job=job,
+        partition=partition,
+        reason=failure,
+        link=link,
+        occurred_at=occurred_at,
+    )
 
 
 def read_route_events(
@@ -309,19 +352,70 @@ def read_route_events(
         state.route_mark = mark
 
 
+@dataclass(frozen=True)
+class TickResult:
+    """What one evaluation of the alert sensor did."""
+
+    cursor: str
+    delivered: int
+    """Notifications the services took in this tick (or in a killed one, per the ledger)."""
+    pending: int
+    """Alerts still to deliver."""
+    given_up: list[GivenUp]
+
+    def summary(self) -> str:
+        text = (
+            f"{self.delivered} notification(s) delivered, {self.pending} alert(s) pending, "
+            f"{len(self.given_up)} given up"
+        )
+        if self.given_up:
+            # A day-long outage can give up hundreds at once: the log names each of them.
+            named = [gone.describe() for gone in self.given_up[:_NAMED_GIVEN_UP]]
+            more = len(self.given_up) - len(named)
+            text += ": " + "; ".join(named) + (f"; and {more} more (see the log)" if more else "")
+        return text
+
+
 def alert_tick(
     instance: dg.DagsterInstance,
     cursor: str | None,
     alerting: AlertingResource,
     log: Callable[[str], None],
-) -> tuple[str, int, int]:
-    """One evaluation of the alert sensor: ``(new cursor, delivered now, still pending)``.
+    *,
+    warn: Callable[[str], None] | None = None,
+    now: float | None = None,
+) -> TickResult:
+    """One evaluation of the alert sensor.
 
     With no cursor (the sensor's first tick on this instance) everything already recorded is
     taken as read: alerting starts now, it does not replay history.
+
+    Each send is recorded in the cursor lineage's delivery ledger as it happens (see
+    :mod:`acode_dagster.alerts`), so a tick killed before Dagster saved its cursor is replayed
+    by the next one without telling anything twice. ``warn`` (default ``log``) gets what an
+    operator must see: alerts given up, alerts that may show twice. ``now`` (Unix seconds,
+    default the clock) is the tick's time, for the give-up clock.
     """
+    clock = time.time() if now is None else now
+    shout = warn or log
     first = cursor is None
-    state = AlertState.from_json(cursor) if cursor else AlertState()
+    if cursor:
+        state = AlertState.from_json(cursor)
+    else:
+        state = AlertState(lineage=uuid.uuid4().hex[:16], runs_since=clock)
+    give_up_s = alerting.give_up_h * 3600
+    # Never reused, not even by the tick that replays this one if it dies (see LedgerBook).
+    tick_id = uuid.uuid4().hex[:12]
+    ledger = load_ledger(
+        instance,
+        state.lineage,
+        confirmed_tick=state.tick,
+        tick=tick_id,
+        now=clock,
+        # A send left unconfirmed must be remembered as long as its alert may still be retried.
+        keep_s=max(LEDGER_KEEP_S, give_up_s + 24 * 3600),
+    )
+    state.tick = tick_id
     found = (
         read_checks(instance, state, alerting)
         + read_failed_runs(instance, state, alerting)
@@ -331,17 +425,33 @@ def alert_tick(
         log(f"alerting starts now; {len(found)} earlier problem(s) taken as already known")
         state.pending = []
         found = []
-    state.pending += [Pending(alert, channels(alert)) for alert in found]
+    known = {item.alert.id for item in state.pending}
+    for alert in found:
+        # The same alert found twice (an event recorded twice) is told once.
+        if alert.id not in known:
+            known.add(alert.id)
+            state.pending.append(Pending(alert, channels(alert)))
     notifiers = alerting.notifiers()
+    secrets = alerting.secrets()
     try:
         state.pending, delivered = deliver(
-            state.pending, notifiers, log, secrets=alerting.secrets()
+            state.pending, notifiers, log, secrets=secrets, ledger=ledger, now=clock, warn=shout
         )
     finally:
         for notifier in notifiers.values():
             if isinstance(notifier, PagerDutyNotifier):
                 notifier.close()
-    return state.to_json(), len(delivered), len(state.pending)
+    state.pending, given_up = expire(state.pending, clock, give_up_s)
+    for gone in given_up:
+        shout(
+            redact(
+                f"{gone.describe()} (sent to {alerting.destination(gone.channel)}); "
+                f"the alert said: {describe(gone.alert)}",
+                secrets,
+            )
+        )
+        ledger.abort(gone.alert.id, gone.channel)
+    return TickResult(state.to_json(), len(delivered), len(state.pending), given_up)
 
 
 @dg.sensor(
@@ -351,12 +461,15 @@ def alert_tick(
     description=(
         "Sends every failed bronze check (ERROR and WARN), freshness failure, failed or "
         "cancelled bronze run and route change to Slack, and ERROR-level and critical ones to "
-        "PagerDuty, once each; retries on outage."
+        "PagerDuty, once each, across outages and crashes; gives up on an alert that cannot be "
+        "delivered (ACODE_ALERT_GIVE_UP_H), and says so."
     ),
 )
 def acode_alert_sensor(
     context: dg.SensorEvaluationContext, alerting: AlertingResource
 ) -> dg.SkipReason:
-    cursor, sent, waiting = alert_tick(context.instance, context.cursor, alerting, context.log.info)
-    context.update_cursor(cursor)
-    return dg.SkipReason(f"{sent} notification(s) delivered, {waiting} alert(s) pending")
+    result = alert_tick(
+        context.instance, context.cursor, alerting, context.log.info, warn=context.log.warning
+    )
+    context.update_cursor(result.cursor)
+    return dg.SkipReason(result.summary())

@@ -1,16 +1,19 @@
 """One daily-partitioned bronze asset per ACODE table, all built from the table descriptions."""
 
 from collections.abc import Iterator
+from datetime import date
 
 import dagster as dg
 
 from acode_dagster.bronze.lease import Holder
+from acode_dagster.bronze.mirror import mirror
 from acode_dagster.bronze.publish import Publisher, blocking_failures
 from acode_dagster.bronze.store import Manifest
 from acode_dagster.defs.bronze.checks import (
     GROUP,
     bronze_key,
     check_result,
+    mirror_result,
     partition_check_specs,
     row_count_history,
 )
@@ -18,8 +21,10 @@ from acode_dagster.defs.bronze.partitions import daily_partitions
 from acode_dagster.defs.redundancy.state import read_route
 from acode_dagster.defs.resources import AcodeSourcesResource, BronzeResource, ReplicatorResource
 from acode_dagster.errors import AcodeError
+from acode_dagster.failover import opposite
 from acode_dagster.quality import evaluate_partition
 from acode_dagster.replicator import SyncResult
+from acode_dagster.routing import Role
 from acode_dagster.tables import BRONZE_DATABASE, TABLES, Table, parse_partition_key
 
 
@@ -123,7 +128,7 @@ def build_bronze_asset(table: Table) -> dg.AssetsDefinition:
             log=context.log.info,
         )
         try:
-            sync = replicator.build(context.log.info, route.source).sync
+            sync = replicator.build(context.log.info, route.source, route.bucket).sync
             result = sync(table, day, source, store, publisher)
         except AcodeError as exc:
             attempt = context.retry_number
@@ -146,6 +151,10 @@ def build_bronze_asset(table: Table) -> dg.AssetsDefinition:
             log = context.log.info if verdict.passed else context.log.warning
             log(f"check {verdict.check} {verdict.outcome}: {verdict.measured}")
             yield check_result(verdict, result)
+        if result.published:
+            yield mirror_published(
+                context, bronze, table, day, published_on=route.bucket, result=result
+            )
         if not result.published:
             failed = ", ".join(
                 f"{v.check} ({v.measured})" for v in blocking_failures(result.verdicts)
@@ -166,6 +175,37 @@ def build_bronze_asset(table: Table) -> dg.AssetsDefinition:
             )
 
     return bronze_asset
+
+
+def mirror_published(
+    context: dg.AssetExecutionContext,
+    bronze: BronzeResource,
+    table: Table,
+    day: date,
+    *,
+    published_on: Role,
+    result: SyncResult,
+) -> dg.AssetCheckResult:
+    """Copy the version just published to the other bucket, verified; a failure is a WARN (the
+    repair after fail-back copies it), never a failed sync: the published version stands."""
+    other = opposite(published_on)
+    if not bronze.mirrored:
+        return mirror_result(None, other=other)
+    copy = mirror(
+        bronze.store(published_on),
+        bronze.store(other),
+        table,
+        day,
+        holder=Holder.here(context.run.run_id, purpose=f"mirror to the {other} bucket"),
+        policy=bronze.lease_policy(),
+        log=context.log.info,
+        expected=result.manifest,
+    )
+    if not copy.done:
+        context.log.warning(
+            f"{table.name} {day:%Y-%m-%d} is not mirrored to the {other} bucket: {copy.detail}"
+        )
+    return mirror_result(copy, other=other)
 
 
 def _purpose(context: dg.AssetExecutionContext) -> str:

@@ -15,8 +15,15 @@ import dagster as dg
 from dagster._core.events import DagsterEventType
 
 from acode_dagster import quality
+from acode_dagster.bronze.mirror import Mirrored
 from acode_dagster.defs.bronze.partitions import daily_partitions
-from acode_dagster.quality import BLOCKING_CHECKS, FRESHNESS_CHECK, PARTITION_CHECKS, Verdict
+from acode_dagster.quality import (
+    BLOCKING_CHECKS,
+    FRESHNESS_CHECK,
+    MIRROR_CHECK,
+    PARTITION_CHECKS,
+    Verdict,
+)
 from acode_dagster.replicator import SyncResult
 from acode_dagster.tables import TABLES, Table
 
@@ -36,8 +43,52 @@ def partition_check_specs(table: Table) -> list[dg.AssetCheckSpec]:
             blocking=spec.blocking,
             partitions_def=daily_partitions,
         )
-        for spec in PARTITION_CHECKS
+        for spec in (*PARTITION_CHECKS, MIRROR_CHECK)
     ]
+
+
+def mirror_result(copy: Mirrored | None, *, other: str) -> dg.AssetCheckResult:
+    """The ``mirror`` check of a partition just published: ``copy`` is None with a single root."""
+    if copy is None:
+        return dg.AssetCheckResult(
+            check_name=MIRROR_CHECK.name,
+            passed=True,
+            severity=dg.AssetCheckSeverity.WARN,
+            description="one bronze root (ACODE_BRONZE_BACKUP_URL is ACODE_BRONZE_URL)",
+            metadata={"measured": dg.MetadataValue.text("nothing to mirror")},
+        )
+    return dg.AssetCheckResult(
+        check_name=MIRROR_CHECK.name,
+        passed=copy.done,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=copy.detail,
+        metadata=mirror_metadata(copy, other=other),
+    )
+
+
+def mirror_evaluation(copy: Mirrored, *, other: str) -> dg.AssetCheckEvaluation:
+    """The ``mirror`` check of a partition copied by a repair, outside the run that wrote it."""
+    return dg.AssetCheckEvaluation(
+        asset_key=dg.AssetKey([GROUP, copy.table]),
+        check_name=MIRROR_CHECK.name,
+        passed=copy.done,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=copy.detail,
+        metadata=mirror_metadata(copy, other=other),
+        partition=f"{copy.day:%Y-%m-%d}",
+    )
+
+
+def mirror_metadata(copy: Mirrored, *, other: str) -> dict[str, dg.MetadataValue]:
+    return {
+        "measured": dg.MetadataValue.text(copy.detail),
+        "threshold": dg.MetadataValue.text(f"the {other} bucket holds the version, verified"),
+        "target": dg.MetadataValue.text(copy.target_url),
+        "mirror_files": dg.MetadataValue.int(copy.files),
+        "mirror_bytes": dg.MetadataValue.int(copy.bytes),
+        "mirror_seconds": dg.MetadataValue.float(copy.seconds),
+        "copy": dg.MetadataValue.text(copy.how or "-"),
+    }
 
 
 def check_result(verdict: Verdict, synced: SyncResult | None = None) -> dg.AssetCheckResult:

@@ -5,12 +5,13 @@ from datetime import timedelta
 import dagster as dg
 
 from acode_dagster.failover import Policy
-from acode_dagster.probes import ProbeSettings
+from acode_dagster.probes import DEFAULT_BUDGET_S, ProbeSettings
 
 
 class RedundancyResource(dg.ConfigurableResource):
     """Hysteresis, probe limits and catch-up window: the ACODE_* settings of the same names
-    (their defaults and meanings are in :mod:`acode_dagster.settings`)."""
+    (their defaults and meanings are in :mod:`acode_dagster.settings`); ``probe_budget_s`` is
+    ACODE_PROBE_BUDGET_S, the longest a tick's whole round of probes may take."""
 
     failover_after: int
     failback_after: int
@@ -19,6 +20,11 @@ class RedundancyResource(dg.ConfigurableResource):
     rpo_s: float
     lag_warn_s: float
     catchup_days: int
+    probe_budget_s: float = DEFAULT_BUDGET_S
+    replica_check_days: int = 3
+    """ACODE_REPLICA_CHECK_DAYS: complete days the replica check compares."""
+    replica_check_wait_s: float = 60.0
+    """ACODE_REPLICA_CHECK_WAIT_S: the longest it waits for a lagging replica."""
 
     def policy(self) -> Policy:
         return Policy(
@@ -29,5 +35,8 @@ class RedundancyResource(dg.ConfigurableResource):
 
     def probe_settings(self) -> ProbeSettings:
         return ProbeSettings(
-            timeout_s=self.probe_timeout_s, rpo_s=self.rpo_s, lag_warn_s=self.lag_warn_s
+            timeout_s=self.probe_timeout_s,
+            rpo_s=self.rpo_s,
+            lag_warn_s=self.lag_warn_s,
+            budget_s=self.probe_budget_s,
         )
