@@ -102,16 +102,22 @@ def inspect(store: BronzeStore, table: Table, day: date, *, checksums: bool = Fa
     """What ``store`` holds of (table, day); ``checksums`` reads every byte to hash it."""
     try:
         manifest = store.manifest(table, day)
-        if manifest is None:
-            return Copy("absent")
+    except (AcodeError, OSError) as exc:
+        # The bucket (or folder) cannot be read at all: nothing is known of its copy.
+        return Copy("unreachable", problems=(redact(str(exc)),))
+    except (ValueError, TypeError, KeyError) as exc:
+        return Copy("damaged", problems=(f"the manifest does not parse: {exc}",))
+    if manifest is None:
+        return Copy("absent")
+    try:
         files = store.published(table, day)
         listed = store.visible_files(table, day)
         problems = _verify_files(manifest, files, checksums=checksums, listed=listed)
     except AcodeError as exc:
-        return Copy("unreachable", problems=(str(exc),))
+        return Copy("unreachable", manifest, (str(exc),))
     except (OSError, ValueError) as exc:
-        # A manifest that does not parse, or a file that is not Parquet: the copy is damaged.
-        return Copy("damaged", problems=(f"{type(exc).__name__}: {exc}",))
+        # A file that cannot be opened or is not Parquet: the copy is damaged.
+        return Copy("damaged", manifest, (f"{type(exc).__name__}: {exc}",))
     return Copy("damaged" if problems else "intact", manifest, tuple(problems))
 
 
