@@ -841,22 +841,29 @@ def sweep_bronze(*, dry_run: bool = False, now: datetime | None = None) -> list[
     return sweep_roots(_bronze(), dry_run=dry_run, now=now)
 
 
+def _two_roots(what: str) -> "BronzeResource":
+    """The ``bronze`` resource, refused with the fix when it has one root only."""
+    from acode_dagster.errors import ConfigError
+
+    bronze = _bronze()
+    if not bronze.mirrored:
+        raise ConfigError(
+            "ACODE_BRONZE_BACKUP_URL is the same root as ACODE_BRONZE_URL: there is no second "
+            f"copy to {what}; set ACODE_BRONZE_BACKUP_URL to the backup bucket"
+        )
+    return bronze
+
+
 def compare_buckets(
     days: int, table_names: Sequence[str] = (), *, checksums: bool = False
 ) -> list["PartitionDiff"]:
     """Both bronze roots compared over the last ``days`` complete days (``acode buckets diff``)."""
     from acode_dagster.bronze.mirror import diff
     from acode_dagster.defs.bronze.repair import repair_window
-    from acode_dagster.errors import ConfigError
     from acode_dagster.routing import BACKUP, PRIMARY
     from acode_dagster.tables import TABLES, get_table
 
-    bronze = _bronze()
-    if not bronze.mirrored:
-        raise ConfigError(
-            "ACODE_BRONZE_BACKUP_URL is the same root as ACODE_BRONZE_URL: there is no second "
-            "copy to compare; set ACODE_BRONZE_BACKUP_URL to the backup bucket"
-        )
+    bronze = _two_roots("compare")
     tables = [get_table(t) for t in table_names] if table_names else list(TABLES)
     return diff(
         bronze.store(PRIMARY),
@@ -874,15 +881,9 @@ def repair_buckets(
     Dagster instance like one launched from the UI (each copy an evaluation of the partition's
     ``mirror`` check); its report, for the command to print."""
     from acode_dagster.defs.bronze.repair import bronze_repair_job
-    from acode_dagster.errors import ConfigError
     from acode_dagster.tables import get_table
 
-    bronze = _bronze()
-    if not bronze.mirrored:
-        raise ConfigError(
-            "ACODE_BRONZE_BACKUP_URL is the same root as ACODE_BRONZE_URL: there is no second "
-            "copy to repair; set ACODE_BRONZE_BACKUP_URL to the backup bucket"
-        )
+    bronze = _two_roots("repair")
     config = {
         "days": days,
         "checksums": checksums,

@@ -42,6 +42,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -803,12 +804,16 @@ class S3Store(_PublishedFiles):
         self.prefix = prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
         self._client = client
+        self._client_lock = threading.Lock()
 
     @property
     def client(self) -> S3Client:
-        if self._client is None:
-            self._client = s3_client()
-        return self._client
+        # Threads of one store (parallel copies, concurrent manifest reads) share one client:
+        # building a boto3 client is about a second of CPU, and each would build its own.
+        with self._client_lock:
+            if self._client is None:
+                self._client = s3_client()
+            return self._client
 
     def _key(self, *parts: str) -> str:
         return "/".join(p for p in (self.prefix, *parts) if p)

@@ -25,7 +25,7 @@ from acode_dagster.quality import (
     Verdict,
 )
 from acode_dagster.replicator import SyncResult
-from acode_dagster.tables import TABLES, Table
+from acode_dagster.tables import TABLES, Table, get_table
 
 GROUP = "bronze_acode"
 
@@ -69,7 +69,7 @@ def mirror_result(copy: Mirrored | None, *, other: str) -> dg.AssetCheckResult:
 def mirror_evaluation(copy: Mirrored, *, other: str) -> dg.AssetCheckEvaluation:
     """The ``mirror`` check of a partition copied by a repair, outside the run that wrote it."""
     return dg.AssetCheckEvaluation(
-        asset_key=dg.AssetKey([GROUP, copy.table]),
+        asset_key=bronze_key(get_table(copy.table)),
         check_name=MIRROR_CHECK.name,
         passed=copy.done,
         severity=dg.AssetCheckSeverity.WARN,

@@ -15,7 +15,7 @@ both buckets. It runs:
   brings the existing history to the backup bucket).
 """
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 from pydantic import Field
@@ -45,10 +45,19 @@ class RepairConfig(dg.Config):
     tables: list[str] = Field(default_factory=list, description="only these tables (default all)")
 
 
-def repair_window(days: int) -> list[date]:
-    """The last ``days`` complete days that the partitions cover."""
+def complete_days(days: int, now: datetime | None = None) -> list[date]:
+    """The last ``days`` complete days (São Paulo time, as of ``now``) that the partitions
+    cover: what the repair and the catch-up after a route change look at."""
+    if days < 1:
+        return []
+    yesterday = (now or datetime.now(UTC)).astimezone(SOURCE_TIMEZONE).date() - timedelta(days=1)
     first = daily_partitions.start.date()
-    return [day for day in last_complete_days(max(days, 1)) if day >= first]
+    return [day for day in last_complete_days(days, end_day=yesterday) if day >= first]
+
+
+def repair_window(days: int) -> list[date]:
+    """The last ``days`` complete days that the partitions cover (one at least)."""
+    return complete_days(max(days, 1))
 
 
 def report_table(report: RepairReport) -> str:

@@ -24,19 +24,18 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 
 import dagster as dg
 
-from acode_dagster.bronze.store import BronzeStore, S3Store
+from acode_dagster.bronze.store import BronzeStore
 from acode_dagster.defs.bronze.checks import bronze_key
 from acode_dagster.defs.bronze.jobs import bronze_acode_job
-from acode_dagster.defs.bronze.partitions import daily_partitions
-from acode_dagster.defs.bronze.repair import REPAIR_JOB
+from acode_dagster.defs.bronze.repair import REPAIR_JOB, complete_days
 from acode_dagster.defs.resources import BronzeResource
 from acode_dagster.errors import AcodeError
 from acode_dagster.routing import ROLES, Role
-from acode_dagster.tables import SOURCE_TIMEZONE, TABLES, Table, last_complete_days
+from acode_dagster.tables import TABLES, Table
 
 READ_THREADS = 8
 
@@ -78,10 +77,6 @@ def read_presence(
     for table in tables:
         for day in days:
             presence.holders[(table.name, day)] = set()
-    for store in stores.values():
-        if isinstance(store, S3Store):
-            # Built once here, not by every thread at once: a boto3 client is a second of CPU.
-            store.client  # noqa: B018
     deadline = time.monotonic() + budget_s
     pool = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="catch-up")
     try:
@@ -102,15 +97,6 @@ def read_presence(
     return presence
 
 
-def catch_up_window(days: int, now: datetime) -> list[date]:
-    """The last ``days`` complete days (São Paulo time) that the partitions cover."""
-    if days < 1:
-        return []
-    yesterday = now.astimezone(SOURCE_TIMEZONE).date() - timedelta(days=1)
-    first = daily_partitions.start.date()
-    return [d for d in last_complete_days(days, end_day=yesterday) if d >= first]
-
-
 def catch_up_requests(
     bronze: BronzeResource,
     version: int,
@@ -124,7 +110,7 @@ def catch_up_requests(
 
     ``readable``: the buckets the tick's probes found healthy; the others are not read.
     """
-    window = catch_up_window(days, now)
+    window = complete_days(days, now)
     if not window:
         return []
     roles = [r for r in ROLES if r in readable and (bronze.mirrored or r == ROLES[0])]

@@ -214,8 +214,16 @@ def health_tick(
     # Buckets whose probe failed are not read: their GETs would only spend the tick's time.
     readable = [role for role in ROLES if _healthy(results, f"bucket_{role}")]
 
+    owed: dict[int, list[dg.RunRequest]] = {}
+
     def catch_up(version: int) -> list[dg.RunRequest]:
-        return catch_up_requests(bronze, version, redundancy.catchup_days, now, readable=readable)
+        # Asked twice a tick (is the owed catch-up launched? what to request?): read the
+        # buckets once.
+        if version not in owed:
+            owed[version] = catch_up_requests(
+                bronze, version, redundancy.catchup_days, now, readable=readable
+            )
+        return owed[version]
 
     ledger = _InstanceLedger(instance, catch_up)
     # An operator's pin written while we probed wins: the commit drops this tick's decision and
