@@ -227,6 +227,14 @@ def acquire(
                     )
                 return Lease(records, record, tag, name)
             continue  # someone renewed or took it in between: look again
+        # Said first, even when the first look outlasted the wait (a slow store): whoever
+        # reads the log learns whom this writer waited for.
+        if not announced:
+            announced = True
+            log_wait(
+                f"{name} is being written by {held.holder.describe()} since {held.since}; "
+                f"waiting up to {policy.wait_s:g} s for it"
+            )
         if time.monotonic() >= deadline:
             raise LeaseBusy(
                 f"{name} is being written by {held.holder.describe()} since {held.since} "
@@ -234,12 +242,6 @@ def acquire(
                 f"waited {policy.wait_s:g} s (ACODE_LEASE_WAIT_S). The run retries on its own; "
                 f"the lease is {records.where}",
                 held.holder,
-            )
-        if not announced:
-            announced = True
-            log_wait(
-                f"{name} is being written by {held.holder.describe()} since {held.since}; "
-                f"waiting up to {policy.wait_s:g} s for it"
             )
         sleep(policy.poll_s)
 
