@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -138,6 +137,10 @@ def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
             for r in results.values()
         ]
     )
+    # The table cuts reasons to fit; the fix is at the end of a reason, so print them whole.
+    for r in results.values():
+        if not r.healthy and len(r.reason) > 110:
+            print(f"\n{r.target}: {r.reason}")
     return 0 if all(r.healthy for r in results.values()) else 1
 
 
@@ -157,6 +160,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  {event.at:%Y-%m-%d %H:%M:%S %Z}  {event.describe()}")
     else:
         print("last change: none (on the primaries since the start)")
+    print(f"S3 encryption at rest: {settings.s3_encryption.describe()}")
     print()
     _print_table(
         [
@@ -202,7 +206,7 @@ def cmd_route(args: argparse.Namespace, settings: Settings) -> int:
             "route pin needs a side and a reason, e.g. `acode route pin backup --reason "
             "'primary maintenance'`; the reason is recorded and alerted"
         )
-    by = os.environ.get("USER") or "operator"
+    by = _operator()
     events = change_pin(role, args.reason or "", parts, by)
     for event in events:
         print(event.describe())
@@ -235,7 +239,7 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         raise ConfigError(f"{exc} (acode backfill START END)") from None
     home = ensure_dagster_home(settings)
-    by = os.environ.get("USER") or "operator"
+    by = _operator()
     done = backfill_days(start, end, args.tables or (), ui_url=settings.ui_url, by=by)
     print(
         f"backfill {done.backfill_id}: {len(done.partitions)} day(s), {start} to {end}, of "
@@ -309,13 +313,11 @@ def _follow(backfill_id: str, url: str) -> int:
 
 
 def _operator() -> str:
-    """Who runs the command, for the records it leaves: the OS user."""
-    import getpass
+    """Who runs the command, for the records it leaves: ACODE_OPERATOR, else the OS user (the
+    same name the audit trail gives)."""
+    from acode_dagster.audit import operator
 
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):  # no login name in the environment nor the password database
-        return "operator"
+    return operator(Settings.from_env())
 
 
 def _when(iso: str) -> str:
@@ -562,6 +564,27 @@ def cmd_sweep(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if failed else 0
 
 
+def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    """The audit trail of both bronze roots, oldest first, each record once."""
+    from acode_dagster.audit import parse_since, read_records, record_line, records_as_json
+
+    since = parse_since(args.since) if args.since else None
+    reading = read_records(since, args.action, settings)
+    if args.json:
+        print(records_as_json(reading.found))
+    elif not reading.found:
+        print(
+            "no audit record"
+            + (f" since {since:%Y-%m-%d %H:%M}Z" if since else "")
+            + (f" of {args.action}" if args.action else "")
+        )
+    for found in [] if args.json else reading.found:
+        print(record_line(found))
+    for problem in reading.problems:
+        print(f"acode: warning: audit records not read from {problem}", file=sys.stderr)
+    return 1 if reading.problems else 0
+
+
 DRIFT_COLUMN = "Canal_Venda"
 
 
@@ -719,6 +742,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     backfill.set_defaults(func=cmd_backfill)
     _add_quarantine_commands(sub)
+    audit = sub.add_parser(
+        "audit",
+        help="the audit trail: route changes, pins, releases, discards, syncs and backfills",
+        description="Every route change, pin and unpin, quarantine release and discard, backfill "
+        "or sync launched by a command, and credential re-read is one JSON record under _audit/ "
+        "of the bronze bucket (the backup bucket when the primary could not be written), with "
+        "S3 Object Lock when ACODE_AUDIT_RETENTION_DAYS is set. This prints them, oldest first.",
+    )
+    audit.add_argument("--since", metavar="D", help="from the day YYYY-MM-DD, or back 7d, 12h")
+    audit.add_argument("--action", metavar="A", help="only this action, e.g. route or route.pin")
+    audit.add_argument("--json", action="store_true", help="as a JSON list")
+    audit.set_defaults(func=cmd_audit)
     return parser
 
 

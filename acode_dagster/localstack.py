@@ -10,6 +10,15 @@ The servers are started detached (their own session, reparented away from us), s
 the stack and exit; everything needed to find them again lives in ``<home>/state.json`` (mode
 0600, because it holds the passwords). Passwords are never logged and never put in an error
 message; users are created from password *hashes*, so the binlogs hold no password either.
+
+Both servers serve TLS with a throwaway CA and a server certificate for 127.0.0.1 and localhost,
+made at the first start in ``<home>/tls`` (:mod:`acode_dagster.source.certs`), and :meth:`endpoint`
+connects with ``verify_identity`` against that CA, so the embedded default exercises the TLS
+production must use. Two connections stay unverified, on purpose: the stack's own root
+connections (pymysql's default, TLS without a check of the certificate: loopback only, and they
+must work while a server is being set up) and the replica's replication connection to the
+primary (MariaDB's own client, on loopback). A pair started before the stack had TLS keeps
+working in clear text (its endpoints say ``preferred``) until the next start restarts it.
 """
 
 from __future__ import annotations
@@ -36,7 +45,13 @@ import pymysql.cursors
 
 from acode_dagster.errors import AcodeError, ConfigError, redact
 from acode_dagster.mysql import MySQLEndpoint
-from acode_dagster.routing import BACKUP, PRIMARY, ROLES
+from acode_dagster.routing import BACKUP, PRIMARY, ROLES, Role
+from acode_dagster.settings import MySQLTLS
+from acode_dagster.source.certs import (
+    ServerCertificates,
+    certificate_files,
+    local_server_certificates,
+)
 from acode_dagster.tables import BACKUP_DATABASE, SOURCE_DATABASE, source_schema_statements
 
 log = logging.getLogger(__name__)
@@ -128,6 +143,9 @@ class _ServerState:
     error_log: str
     stdout_log: str
     pid: int | None = None
+    tls: bool = False
+    """Whether the running server was launched with the stack's certificate. A pair started
+    before the stack had TLS runs without it until start() restarts it."""
 
 
 @dataclass
@@ -170,6 +188,12 @@ class LocalStack:
     @property
     def state_path(self) -> Path:
         return self.home / "state.json"
+
+    @property
+    def certificates(self) -> ServerCertificates:
+        """The stack's throwaway CA and the server certificate (127.0.0.1 and localhost) both
+        servers present, in ``<home>/tls``; made by the first start."""
+        return certificate_files(self.home / "tls")
 
     def _short_socket_dir(self) -> Path:
         digest = hashlib.sha1(str(self.home).encode()).hexdigest()[:12]
@@ -257,6 +281,7 @@ class LocalStack:
                 state = self._new_state()
                 self._save_state(state)
             down = [role for role in ROLES if self._live_pid(state.servers[role]) is None]
+            self._stop_without_tls(state, down)
             if not down and state.setup_done:
                 log.debug("local MariaDB pair in %s already running", self.home)
                 return
@@ -377,13 +402,20 @@ class LocalStack:
             self._repoint_replica_if_needed(state)
 
     def endpoint(self, role: str, *, admin: bool = False) -> MySQLEndpoint:
-        """Where to reach one server: as root (no password) or as the read-only ``acode`` user."""
+        """Where to reach one server: as root (no password) or as the read-only ``acode`` user,
+        over TLS checked against the stack's CA and host name (verify_identity)."""
         _check_role(role)
         state = self._require_state()
         server = state.servers[role]
-        if admin:
-            return MySQLEndpoint(HOST, server.port, ROOT_USER, DATABASES[role], None)
-        return MySQLEndpoint(HOST, server.port, APP_USER, DATABASES[role], state.app_password)
+        user, password = (ROOT_USER, None) if admin else (APP_USER, state.app_password)
+        return MySQLEndpoint(
+            HOST, server.port, user, DATABASES[role], password, tls=self._tls(server)
+        )
+
+    def _tls(self, server: _ServerState) -> MySQLTLS:
+        if not server.tls:
+            return MySQLTLS()  # a server of a pair started before TLS (preferred: plain)
+        return MySQLTLS(mode="verify_identity", ca=str(self.certificates.ca))
 
     def wait_replica_caught_up(self, timeout: float = 30.0) -> None:
         """Block until the backup has applied everything the primary had logged at the call.
@@ -513,6 +545,7 @@ class LocalStack:
         return True
 
     def _server_command(self, server: _ServerState, server_bin: str) -> list[str]:
+        tls = local_server_certificates(self.home / "tls")  # under the lock: made once
         cmd = [
             server_bin,
             "--no-defaults",
@@ -535,6 +568,9 @@ class LocalStack:
             "--character-set-server=utf8mb4",
             "--collation-server=utf8mb4_unicode_ci",
             "--max-allowed-packet=64M",
+            f"--ssl-ca={tls.ca}",
+            f"--ssl-cert={tls.cert}",
+            f"--ssl-key={tls.key}",
             *_as_root_options(),
         ]
         if server.role == BACKUP:
@@ -566,18 +602,50 @@ class LocalStack:
             cmd = self._server_command(server, server_bin)
             log.debug("launching %s: %s", role, " ".join(cmd))
             server.pid = _spawn_detached(cmd, Path(server.stdout_log))
+            server.tls = True
             log.info("launched %s on %s:%d (pid %d)", role, HOST, server.port, server.pid)
         self._save_state(state)
         for role in roles:
             server = state.servers[role]
             assert server.pid is not None
             self._wait_ready(server, server.pid)
+            self._check_tls(server)
         if roles:
             log.info(
                 "%s accepting connections after %.1f s",
                 " and ".join(roles),
                 time.monotonic() - began,
             )
+
+    def _check_tls(self, server: _ServerState) -> None:
+        """A server that cannot load its certificate starts anyway, without TLS: say so now,
+        not at the first connection that demands it."""
+        with self._root(server) as conn:
+            have_ssl = str(_scalar(conn, "SELECT @@GLOBAL.have_ssl"))
+        if have_ssl != "YES":
+            raise LocalStackError(
+                f"the {server.role} MariaDB server (port {server.port}) started without TLS "
+                f"(have_ssl={have_ssl}); delete {self.home / 'tls'} to have its certificates "
+                f"made again, then `acode stack stop` and `acode stack start`; the end of "
+                f"{server.error_log}:\n{_tail(Path(server.error_log))}"
+            )
+
+    def _stop_without_tls(self, state: _State, down: list[Role]) -> None:
+        """Stop the running servers of a pair started before the stack had TLS, and add them to
+        ``down``, so that start() brings them back with it: a replica resumes where it was, and
+        the embedded default then connects as production must."""
+        for role in ROLES:
+            server = state.servers[role]
+            pid = self._live_pid(server)
+            if pid is None or server.tls:
+                continue
+            log.warning("restarting the %s (pid %d) to turn TLS on", role, pid)
+            _signal(pid, signal.SIGTERM)
+            if not self._wait_gone(server, pid, _STOP_TIMEOUT_S):
+                _signal(pid, signal.SIGKILL)
+                self._wait_gone(server, pid, _KILL_TIMEOUT_S)
+            server.pid = None
+            down.append(role)
 
     def _wait_ready(self, server: _ServerState, pid: int) -> None:
         deadline = time.monotonic() + _READY_TIMEOUT_S

@@ -27,7 +27,7 @@ from acode_dagster.bronze.publish import (
     write_audit_publish,
 )
 from acode_dagster.bronze.store import BronzeStore, Manifest
-from acode_dagster.errors import PartitionError, SourceError, redact
+from acode_dagster.errors import AcodeError, PartitionError, SourceError, redact
 from acode_dagster.mysql import (
     MySQLEndpoint,
     ReaderSocket,
@@ -230,15 +230,19 @@ def stream_batches(
     done = False
     try:
         others = connections_to(source)
-        reader = cx.read_sql(
-            source.arrow_reader_url(),
-            (
-                source.bounded_statement(query)
-                if isinstance(query, str)
-                else [source.bounded_statement(q) for q in query]
-            ),
-            return_type="arrow_stream",
-            batch_size=batch_rows,
+        statements = (
+            source.bounded_statement(query)
+            if isinstance(query, str)
+            else [source.bounded_statement(q) for q in query]
+        )
+        # A login from a secret that the server refuses is retried once, the secret re-read.
+        reader = source.with_login(
+            lambda login: cx.read_sql(
+                login.arrow_reader_url(),
+                statements,
+                return_type="arrow_stream",
+                batch_size=batch_rows,
+            )
         )
         # The reader has connected and read the result's columns; the rows come on the
         # connection it made, bounded before the first batch is asked for.
@@ -251,6 +255,8 @@ def stream_batches(
             )
         yield from reader
         done = True
+    except AcodeError:
+        raise  # told already (a refused login from a secret, a secret that cannot be read)
     except Exception as exc:
         raise _reader_error(source, exc) from None
     except BaseException as exc:

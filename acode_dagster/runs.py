@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
+from acode_dagster import audit
 from acode_dagster.bronze.store import Manifest, Quarantined
 from acode_dagster.routing import Role
 from acode_dagster.settings import Settings
@@ -296,7 +297,14 @@ def sync_partition(table_name: str, day: date) -> RunSummary:
             raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         )
-    return _summarize(day, result)
+    summary = _summarize(day, result)
+    audit.record(
+        "sync.run",
+        what=f"sync of {table_name} {day.isoformat()}",
+        after={"run_id": result.run_id, "success": result.success, "partition": str(day)},
+        run_id=result.run_id,
+    )
+    return summary
 
 
 def change_pin(role: str | None, reason: str, parts: Sequence[str], by: str) -> list[Any]:
@@ -308,7 +316,7 @@ def change_pin(role: str | None, reason: str, parts: Sequence[str], by: str) -> 
 
     now = datetime.now(UTC)
     with dg.DagsterInstance.get() as instance:
-        state = load_state(instance)
+        state = before = load_state(instance)
         if role is None:
             state, events = failover.unpin(state, by, now, reason)
         else:
@@ -323,7 +331,27 @@ def change_pin(role: str | None, reason: str, parts: Sequence[str], by: str) -> 
         save_state(instance, state)
         for event in events:
             instance.report_runless_asset_event(event_observation(event))
+    for event in events:
+        audit.record(
+            "route.unpin" if role is None else "route.pin",
+            what=event.describe(),
+            why=reason,
+            before=route_view(before),
+            after=route_view(state),
+            key=event.id,
+            at=event.at,
+        )
     return events
+
+
+def route_view(state: Any) -> dict[str, Any]:
+    """A route state as an audit record's before or after: where each part points, the pin."""
+    return {
+        "source": state.route.source,
+        "bucket": state.route.bucket,
+        "pin": None if state.pin is None else state.pin.to_json(),
+        "version": state.version,
+    }
 
 
 # ------------------------------------------------------------------------------- backfills
@@ -490,6 +518,16 @@ def backfill_days(
         instance.add_backfill(backfill)
         bound = source_pool_bound(instance)
         seen = _backfill_daemon_seen(instance)
+    audit.record(
+        "backfill.submit",
+        what=f"backfill {backfill_id} of {start}..{end}, {', '.join(t.name for t in tables)}",
+        after={
+            "backfill_id": backfill_id,
+            "partitions": partitions,
+            "tables": [t.name for t in tables],
+        },
+        key=backfill_id,
+    )
     return SubmittedBackfill(
         backfill_id=backfill_id,
         partitions=partitions,
@@ -769,6 +807,15 @@ def release_quarantined(
             policy=bronze.lease_policy(),
             version=target.entry.version,
         )
+        published = listing.published.get((target.role, table.name))
+        audit.record(
+            "quarantine.release",
+            what=f"{table.name} {day.isoformat()} version {manifest.version} on the "
+            f"{target.role} root, released by {by}",
+            why=reason,
+            before={"published_version": published.version if published else None},
+            after={"published_version": manifest.version, "url": store.partition_url(table, day)},
+        )
         released = ReleasedVersion(
             target.role, store.url, entry, manifest, store.partition_url(table, day)
         )
@@ -830,6 +877,13 @@ def discard_quarantined(
     chosen = choose_quarantined(table.name, day, listing, version)
     for found in chosen:
         bronze.store(found.role).discard(found.entry)
+        audit.record(
+            "quarantine.discard",
+            what=f"{table.name} {day.isoformat()} version {found.entry.version} on the "
+            f"{found.role} root",
+            before={"version": found.entry.version, "url": found.entry.url},
+            after=None,
+        )
     return chosen
 
 
@@ -838,7 +892,23 @@ def sweep_bronze(*, dry_run: bool = False, now: datetime | None = None) -> list[
     ``bronze_sweep_job`` does it."""
     from acode_dagster.defs.bronze.sweep import sweep_roots
 
-    return sweep_roots(_bronze(), dry_run=dry_run, now=now)
+    swept = sweep_roots(_bronze(), dry_run=dry_run, now=now)
+    removed = {
+        root.url: [x.url for x in root.report.removed_staging]
+        + [x.url for x in root.report.removed_quarantine]
+        for root in swept
+        if root.report is not None
+        and (root.report.removed_staging or root.report.removed_quarantine)
+    }
+    if removed and not dry_run:
+        audit.record(
+            "bronze.sweep",
+            what=f"sweep removed {sum(map(len, removed.values()))} staging or quarantined "
+            "version(s)",
+            before=removed,
+            after=None,
+        )
+    return swept
 
 
 def _two_roots(what: str) -> "BronzeResource":
@@ -899,4 +969,16 @@ def repair_buckets(
         )
     # The report whatever the outcome: a run that could not repair everything fails (so the
     # UI shows it), and the command says what failed.
-    return result.output_for_node("repair_buckets")  # type: ignore[no-any-return]
+    report: RepairReport = result.output_for_node("repair_buckets")
+    audit.record(
+        "buckets.repair",
+        what=f"bucket repair of {days} day(s) of {', '.join(table_names) or 'every table'}",
+        after={
+            "run_id": result.run_id,
+            "success": result.success,
+            "copied": [f"{c.table} {c.day} to {c.target_url}" for c in report.copied],
+            "failed": [f"{c.table} {c.day}" for c in report.failed],
+        },
+        run_id=result.run_id,
+    )
+    return report

@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from acode_dagster.bronze.encryption import S3Encryption
 from acode_dagster.errors import ConfigError
 
 DEFAULT_PARTITIONS_START = "2025-01-01"
@@ -27,8 +28,13 @@ DEFAULT_UI_URL = "http://127.0.0.1:3000"
 DEFAULT_ALERT_GIVE_UP_H = 24.0
 DEFAULT_SOURCE_CONCURRENCY = 2
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
+DEFAULT_SECRET_CACHE_S = 60.0
 DEFAULT_READ_TIMEOUT_S = 180.0
 """Silence, not duration: a read that gets no byte for this long fails; a long read is fine."""
+SSL_MODES = ("disabled", "preferred", "required", "verify_ca", "verify_identity")
+"""TLS to MySQL, weakest first; the names and meanings of the MySQL client's --ssl-mode."""
+DEFAULT_SSL_MODE = "preferred"
+VERIFYING_SSL_MODES = ("verify_ca", "verify_identity")
 DEFAULT_RUN_MAX_RUNTIME_S = 4 * 3600
 DEFAULT_PROBE_BUDGET_S = 30.0
 DEFAULT_REPLICA_CHECK_CRON = "30 5 * * *"
@@ -67,6 +73,25 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ACODE_PASS", "", "primary password when its URL has none", secret=True),
     Setting("ACODE_BACKUP_PASS", "", "backup password when its URL has none", secret=True),
     Setting(
+        "ACODE_MYSQL_PRIMARY_SECRET_ID",
+        "",
+        "AWS Secrets Manager secret (name or ARN) holding the primary's login as RDS rotation "
+        'writes it ({"username", "password", "host", "port", "dbname"}); read at connect time, '
+        "so a rotated password needs no restart. User and password come from it; host, port and "
+        "database too unless ACODE_MYSQL_PRIMARY_URL is set",
+    ),
+    Setting(
+        "ACODE_MYSQL_BACKUP_SECRET_ID",
+        "",
+        "the same for the backup server (with ACODE_MYSQL_BACKUP_URL)",
+    ),
+    Setting(
+        "ACODE_SECRET_CACHE_S",
+        f"{DEFAULT_SECRET_CACHE_S:g}",
+        "a secret read from Secrets Manager is used this long before it is read again (a server "
+        "refusing its password makes it read again at once)",
+    ),
+    Setting(
         "ACODE_MYSQL_CONNECT_TIMEOUT_S",
         f"{DEFAULT_CONNECT_TIMEOUT_S:g}",
         "a connection to a MySQL server not made in this long fails (and is retried)",
@@ -78,9 +103,48 @@ SETTINGS: tuple[Setting, ...] = (
         "a MariaDB server gives up on a reader that stopped reading after as long",
     ),
     Setting(
+        "ACODE_MYSQL_SSL_MODE",
+        "preferred (verify_identity with a CA set, and for the local pair)",
+        "TLS to both MySQL servers: disabled, preferred (TLS when the server offers it, "
+        "certificate not checked), required (TLS or fail, certificate not checked), verify_ca "
+        "(and the certificate signed by the CA), verify_identity (and issued for the host "
+        "connected to). The verifying modes use ACODE_MYSQL_SSL_CA, or the system's trust store "
+        "when it is not set",
+    ),
+    Setting(
+        "ACODE_MYSQL_PRIMARY_SSL_MODE",
+        "$ACODE_MYSQL_SSL_MODE",
+        "the same for the primary server only, when the two differ",
+    ),
+    Setting(
+        "ACODE_MYSQL_BACKUP_SSL_MODE",
+        "$ACODE_MYSQL_SSL_MODE",
+        "the same for the backup server only",
+    ),
+    Setting(
+        "ACODE_MYSQL_SSL_CA",
+        "(system trust store)",
+        "PEM file of the CA(s) that signed the MySQL servers' certificates (e.g. the RDS bundle); "
+        "used by verify_ca and verify_identity",
+    ),
+    Setting("ACODE_MYSQL_PRIMARY_SSL_CA", "$ACODE_MYSQL_SSL_CA", "the same for the primary only"),
+    Setting("ACODE_MYSQL_BACKUP_SSL_CA", "$ACODE_MYSQL_SSL_CA", "the same for the backup only"),
+    Setting(
         "ACODE_BRONZE_URL", "$ACODE_HOME/bronze", "bronze root: a folder or s3://bucket[/prefix]"
     ),
     Setting("ACODE_BRONZE_BACKUP_URL", "$ACODE_HOME/bronze-backup", "backup bronze root"),
+    Setting(
+        "ACODE_S3_SSE",
+        "",
+        "server-side encryption every object the platform writes to S3 asks for: AES256 (SSE-S3) "
+        "or aws:kms (SSE-KMS); unset: each bucket's default encryption",
+    ),
+    Setting(
+        "ACODE_S3_KMS_KEY_ID",
+        "",
+        "with ACODE_S3_SSE=aws:kms, the KMS key (id, ARN, alias/name or alias ARN); unset: the "
+        "AWS-managed key aws/s3",
+    ),
     Setting(
         "ACODE_REPLICATOR",
         "embedded",
@@ -244,7 +308,103 @@ SETTINGS: tuple[Setting, ...] = (
         DEFAULT_UI_URL,
         "where people open the Dagster UI; alerts link to runs and assets there",
     ),
+    Setting(
+        "ACODE_OPERATOR",
+        "(the OS user)",
+        "the operator's name in the audit records of the commands run from this shell",
+    ),
+    Setting(
+        "ACODE_AUDIT_RETENTION_DAYS",
+        "",
+        "when set, each audit record is put under S3 Object Lock for this many days (e.g. 2555, "
+        "7 years for LGPD); the bucket must have Object Lock enabled",
+    ),
+    Setting(
+        "ACODE_AUDIT_LOCK_MODE",
+        "COMPLIANCE",
+        "Object Lock mode of the audit records: COMPLIANCE (nobody can shorten it) or GOVERNANCE "
+        "(a user with s3:BypassGovernanceRetention can)",
+    ),
 )
+
+
+@dataclass(frozen=True)
+class MySQLTLS:
+    """How one MySQL server is reached over TLS, and the settings that said so (for errors)."""
+
+    mode: str = DEFAULT_SSL_MODE
+    """One of :data:`SSL_MODES`."""
+    ca: str = ""
+    """PEM file of the CA the verifying modes check the certificate against; empty: the
+    system's trust store."""
+    mode_setting: str = "ACODE_MYSQL_SSL_MODE"
+    ca_setting: str = "ACODE_MYSQL_SSL_CA"
+    chosen: bool = False
+    """Whether a setting chose the mode; if not it is the default, which the local pair's own
+    (verify_identity with its throwaway CA) replaces."""
+
+    @property
+    def verifies(self) -> bool:
+        return self.mode in VERIFYING_SSL_MODES
+
+    @property
+    def demands_tls(self) -> bool:
+        """Whether a connection without TLS must fail (required and stronger)."""
+        return SSL_MODES.index(self.mode) >= SSL_MODES.index("required")
+
+    @property
+    def described(self) -> str:
+        """``SETTING=mode``, with the CA's setting when one is used."""
+        text = f"{self.mode_setting}={self.mode}"
+        if self.verifies:
+            text += f", {self.ca_setting}={self.ca}" if self.ca else ", system trust store"
+        return text
+
+
+def mysql_tls(env: Mapping[str, str], role: str) -> MySQLTLS:
+    """The TLS of server ``role`` (primary or backup): its own ACODE_MYSQL_<ROLE>_SSL_MODE and
+    _SSL_CA when set, else the shared ACODE_MYSQL_SSL_MODE and ACODE_MYSQL_SSL_CA. With a CA and
+    no mode, the mode is verify_identity: a CA given is meant to be checked against."""
+    side = role.upper()
+    mode_setting = _first_set(env, f"ACODE_MYSQL_{side}_SSL_MODE", "ACODE_MYSQL_SSL_MODE")
+    ca_setting = _first_set(env, f"ACODE_MYSQL_{side}_SSL_CA", "ACODE_MYSQL_SSL_CA")
+    text = (env.get(mode_setting) or "").strip()
+    ca = _ca_file(env, ca_setting)
+    if not text:
+        mode = "verify_identity" if ca else DEFAULT_SSL_MODE
+    else:
+        mode = text.lower().replace("-", "_")
+        if mode not in SSL_MODES:
+            raise ConfigError(
+                f"{mode_setting}={text!r} is not a TLS mode; use one of: {', '.join(SSL_MODES)} "
+                "(verify_identity checks the server's certificate and host name, and is what "
+                "production should use)"
+            )
+    return MySQLTLS(mode, ca, mode_setting, ca_setting, chosen=bool(text))
+
+
+def _first_set(env: Mapping[str, str], own: str, shared: str) -> str:
+    return own if (env.get(own) or "").strip() else shared
+
+
+def _ca_file(env: Mapping[str, str], name: str) -> str:
+    """The CA file named by ``name``, checked now: a wrong path would otherwise surface as a
+    failed connection in the middle of a sync."""
+    text = (env.get(name) or "").strip()
+    if not text:
+        return ""
+    path = Path(text).expanduser()
+    fix = (
+        f"set {name} to the PEM file of the CA that signed the MySQL server's certificate "
+        "(for RDS, its global-bundle.pem), or unset it to use the system's trust store"
+    )
+    try:
+        head = path.read_bytes()[:1_000_000]
+    except OSError as exc:
+        raise ConfigError(f"{name}={text!r} cannot be read ({exc.strerror}); {fix}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in head:
+        raise ConfigError(f"{name}={text!r} holds no PEM certificate; {fix}")
+    return str(path.resolve())
 
 
 @dataclass(frozen=True)
@@ -287,9 +447,22 @@ class Settings:
     lease_wait_s: float = 600.0
     mysql_connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
     mysql_read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
+    primary_tls: MySQLTLS = MySQLTLS()
+    backup_tls: MySQLTLS = MySQLTLS()
     run_max_runtime_s: int = DEFAULT_RUN_MAX_RUNTIME_S
     quarantine_retention_days: float = 30.0
     staging_max_age_h: float = 24.0
+    primary_secret_id: str = ""
+    """``ACODE_MYSQL_PRIMARY_SECRET_ID``; empty: the login comes from the URL and ACODE_PASS."""
+    backup_secret_id: str = ""
+    secret_cache_s: float = DEFAULT_SECRET_CACHE_S
+    s3_encryption: S3Encryption = field(default_factory=S3Encryption)
+    """``ACODE_S3_SSE`` and ``ACODE_S3_KMS_KEY_ID``, as every S3 client applies them."""
+    operator: str = ""
+    """``ACODE_OPERATOR``; empty: the OS user (acode_dagster.audit.operator)."""
+    audit_retention_days: int = 0
+    """0: no Object Lock on the audit records."""
+    audit_lock_mode: str = "COMPLIANCE"
     airbyte: AirbyteSettings | None = None
     """Set when ``ACODE_REPLICATOR=airbyte``."""
 
@@ -372,6 +545,8 @@ class Settings:
             mysql_read_timeout_s=_number(
                 env, "ACODE_MYSQL_READ_TIMEOUT_S", DEFAULT_READ_TIMEOUT_S, minimum=1
             ),
+            primary_tls=mysql_tls(env, "primary"),
+            backup_tls=mysql_tls(env, "backup"),
             # Whole seconds: Dagster's run_monitoring.max_runtime_seconds is an int.
             run_max_runtime_s=_whole(
                 env, "ACODE_RUN_MAX_RUNTIME_S", DEFAULT_RUN_MAX_RUNTIME_S, minimum=0
@@ -380,6 +555,13 @@ class Settings:
                 env, "ACODE_QUARANTINE_RETENTION_DAYS", 30, minimum=0
             ),
             staging_max_age_h=_number(env, "ACODE_STAGING_MAX_AGE_H", 24, minimum=0),
+            primary_secret_id=_secret_id(env, "ACODE_MYSQL_PRIMARY_SECRET_ID"),
+            backup_secret_id=_secret_id(env, "ACODE_MYSQL_BACKUP_SECRET_ID"),
+            secret_cache_s=_number(env, "ACODE_SECRET_CACHE_S", DEFAULT_SECRET_CACHE_S, minimum=0),
+            s3_encryption=S3Encryption.from_env(env),
+            operator=(env.get("ACODE_OPERATOR") or "").strip(),
+            audit_retention_days=_whole(env, "ACODE_AUDIT_RETENTION_DAYS", 0, minimum=0),
+            audit_lock_mode=_audit_lock_mode(env),
             airbyte=AirbyteSettings.from_env(env, bronze_url) if replicator == "airbyte" else None,
         )
 
@@ -600,6 +782,32 @@ def _cron(env: Mapping[str, str], name: str, default: str) -> str:
             f"weekday), e.g. {default!r}"
         )
     return value
+
+
+def _audit_lock_mode(env: Mapping[str, str]) -> str:
+    text = (env.get("ACODE_AUDIT_LOCK_MODE") or "COMPLIANCE").strip().upper()
+    if text not in ("COMPLIANCE", "GOVERNANCE"):
+        raise ConfigError(
+            f"ACODE_AUDIT_LOCK_MODE={text!r} is not an Object Lock mode; use COMPLIANCE (the "
+            "default: nobody can delete a record before its retention ends) or GOVERNANCE"
+        )
+    return text
+
+
+_SECRET_ID = re.compile(r"[A-Za-z0-9/_+=.@:-]{1,2048}")
+"""What Secrets Manager accepts in a name or ARN."""
+
+
+def _secret_id(env: Mapping[str, str], name: str) -> str:
+    """A secret's name or ARN (not a secret itself: it only says where the login is)."""
+    text = (env.get(name) or "").strip()
+    if text and not _SECRET_ID.fullmatch(text):
+        raise ConfigError(
+            f"{name} is not a Secrets Manager secret name or ARN (letters, digits and "
+            "/_+=.@- only, as in acode/mysql/primary or "
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:acode/mysql/primary-AbCdEf)"
+        )
+    return text
 
 
 def _whole(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:

@@ -23,8 +23,14 @@ from dagster._config import process_config
 from dagster._core.instance.config import dagster_instance_config
 from dagster_postgres import PostgresRunStorage
 
+from acode_dagster.audit import AUDIT_DIR
+from acode_dagster.bronze.iam import S3_ACTIONS
+from acode_dagster.bronze.store import table_prefix
 from acode_dagster.cli import build_parser
+from acode_dagster.landing import PROBE_FOLDER
 from acode_dagster.settings import SETTINGS, Settings
+from acode_dagster.tables import TABLES
+from acode_dagster_tests.support.iam import USES, allowed_actions, load_policy
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -44,6 +50,7 @@ SECRETS = SECRET_SETTINGS | {
 }
 # Non-secret variables the pods may get besides the platform's own settings.
 OTHER_SETTINGS = frozenset({"AWS_DEFAULT_REGION", "AWS_REGION"})
+AIRBYTE_STAGING = ("ACODE_AIRBYTE_STAGING_URL", "ACODE_AIRBYTE_BACKUP_STAGING_URL")
 # Shapes of a credential written out: a Slack token, an AWS key id, a URL with a password, a
 # PEM key, a 32-hex-digit key (PagerDuty's routing keys).
 LITERAL_SECRETS = re.compile(
@@ -60,6 +67,8 @@ CHART_KEYS: dict[str, set[str]] = {
         "flower", "ingress", "imagePullSecrets", "computeLogManager", "scheduler", "runLauncher",
         "pythonLogs", "dagsterDaemon", "busybox", "migrate", "telemetry", "serviceAccount",
         "global", "retention", "concurrency", "additionalInstanceConfig",
+        # Not in the schema's models but read by templates/role.yaml and rolebinding.yaml.
+        "rbacEnabled",
     },
     "global": {"postgresqlSecretName", "dagsterHome", "serviceAccountName",
                "celeryConfigSecretName"},
@@ -67,7 +76,10 @@ CHART_KEYS: dict[str, set[str]] = {
                    "postgresqlPassword", "postgresqlDatabase", "postgresqlParams",
                    "postgresqlScheme", "service", "pool"},
     "dagster-user-deployments": {"enabled", "enableSubchart", "imagePullSecrets", "deployments",
-                                 "serviceAccount"},
+                                 "serviceAccount",
+                                 # the subchart's values.yaml; its templates/role.yaml reads it
+                                 "rbacEnabled"},
+    "serviceAccount": {"create", "name", "annotations"},
     "deployment": {
         "name", "image", "dagsterApiGrpcArgs", "codeServerArgs", "includeConfigInLaunchedRuns",
         "deploymentNamespace", "port", "replicaCount", "env", "envConfigMaps", "envSecrets",
@@ -360,12 +372,15 @@ def test_the_values_use_only_keys_of_the_charts_schema() -> None:
         "concurrency": values["concurrency"],
         "pools": values["concurrency"]["pools"],
         "runs": values["concurrency"]["runs"],
+        "serviceAccount": values["serviceAccount"],
     }
     for limit in values["concurrency"]["runs"]["tagConcurrencyLimits"]:
         assert set(limit) <= CHART_KEYS["tagConcurrencyLimit"], limit
     for section, mapping in sections.items():
         unknown = set(mapping) - CHART_KEYS[section]
         assert not unknown, f"values.yaml {section or 'top level'}: {unknown} not in the schema"
+    user_account = values["dagster-user-deployments"]["serviceAccount"]
+    assert set(user_account) <= CHART_KEYS["serviceAccount"], user_account
 
 
 def _readme_section(title: str) -> str:
@@ -400,3 +415,167 @@ def test_every_acode_command_in_the_readme_parses() -> None:
             build_parser().parse_args(shlex.split(span)[1:])
         except SystemExit:
             pytest.fail(f"README cites `{span}`, which acode refuses")
+
+
+# ------------------------------------------------------------------- IAM and RBAC (least privilege)
+
+RBAC = DEPLOY / "k8s" / "rbac.yaml"
+TRUST = DEPLOY / "iam" / "acode-dagster-trust.json"
+NAMESPACE = "dagster"
+
+
+def _statements(effect: str) -> list[dict[str, Any]]:
+    return [s for s in load_policy()["Statement"] if s["Effect"] == effect]
+
+
+def _s3_resources(effect: str, action: str) -> set[str]:
+    """``bucket/key-pattern`` (or ``bucket``) of every statement of ``effect`` naming ``action``."""
+    return {
+        r.removeprefix("arn:aws:s3:::")
+        for s in _statements(effect)
+        if action in s["Action"]
+        for r in s["Resource"]
+    }
+
+
+def _configured(name: str) -> tuple[str, str]:
+    """(bucket, prefix) of an s3:// setting of the ConfigMap."""
+    url = _manifest("ConfigMap", "acode-dagster-settings")["data"][name]
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    return bucket, prefix.strip("/")
+
+
+def test_the_iam_policy_allows_only_actions_the_code_uses() -> None:
+    policy = load_policy()
+    assert policy["Version"] == "2012-10-17"
+    allowed = allowed_actions(policy)
+    assert sorted(allowed) == sorted(USES), (
+        "every action the policy allows must be in support/iam.py USES with the code that needs "
+        "it, and every action there must be allowed"
+    )
+    for action in allowed:
+        assert "*" not in action, f"{action}: no wildcard actions"
+        for use in USES[action]:
+            assert use.needle in (ROOT / use.path).read_text(), (
+                f"{action} is justified by {use.needle!r} in {use.path} ({use.why}), which is no "
+                "longer there: drop the action from deploy/iam/ or update the use"
+            )
+    for statement in policy["Statement"]:
+        assert "*" not in statement["Resource"], f"{statement['Sid']}: no Resource '*'"
+        assert "Condition" not in statement, "conditions cannot be checked by the moto test"
+    # Every S3 operation the error messages explain maps to an action the role holds.
+    assert {a for actions in S3_ACTIONS.values() for a in actions} <= set(allowed)
+
+
+def test_the_iam_policy_covers_the_configured_buckets_and_nothing_else() -> None:
+    primary, primary_prefix = _configured("ACODE_BRONZE_URL")
+    backup, backup_prefix = _configured("ACODE_BRONZE_BACKUP_URL")
+    buckets = {primary, backup}
+    assert _s3_resources("Allow", "s3:ListBucket") == buckets
+    assert _s3_resources("Allow", "s3:ListBucketVersions") == buckets
+    s3_keys = {
+        r.split("/", 1)[0] for s in _statements("Allow") for r in s["Resource"] if ":s3:::" in r
+    }
+    assert {k.removeprefix("arn:aws:s3:::") for k in s3_keys} == buckets
+
+    def under(bucket: str, prefix: str, *parts: str) -> str:
+        return "/".join(p for p in (bucket, prefix, *parts) if p)
+
+    roots = [(primary, primary_prefix), (backup, backup_prefix)]
+    tables = {under(b, p, table_prefix(TABLES[0]).rsplit("/", 1)[0], "*") for b, p in roots}
+    probes = {under(b, p, "_probe", "*") for b, p in roots}
+    audit = {under(b, p, AUDIT_DIR, "*") for b, p in roots}
+    landing = {under(*_configured(n), "*") for n in AIRBYTE_STAGING}
+    landing_probes = {under(*_configured(n), PROBE_FOLDER, "*") for n in AIRBYTE_STAGING}
+    assert _s3_resources("Allow", "s3:GetObject") == tables | probes | audit | landing | (
+        landing_probes
+    )
+    assert _s3_resources("Allow", "s3:PutObject") == tables | probes | audit | landing_probes
+    assert _s3_resources("Allow", "s3:AbortMultipartUpload") == tables
+    assert _s3_resources("Allow", "s3:GetObjectVersion") == audit
+    assert _s3_resources("Allow", "s3:PutObjectRetention") == audit
+
+
+def test_deletes_are_allowed_only_where_the_code_deletes_and_denied_on_the_audit_trail() -> None:
+    deletable = _s3_resources("Allow", "s3:DeleteObject")
+    # Partitions (the swap's marker and stale files), staging, quarantine, leases; probes.
+    assert all(
+        r.endswith(("/origin=airbyte/database=bronze_acode/*", "/_probe/*")) for r in deletable
+    ), deletable
+    audit = {r for r in _s3_resources("Allow", "s3:PutObject") if f"/{AUDIT_DIR}/" in r}
+    assert audit and not audit & deletable
+    for action in ("s3:DeleteObject", "s3:DeleteObjectVersion", "s3:BypassGovernanceRetention"):
+        assert _s3_resources("Deny", action) == audit, action
+
+
+def test_the_iam_policy_names_one_kms_key_and_the_two_mysql_secrets() -> None:
+    (kms,) = [s for s in _statements("Allow") if s["Action"][0].startswith("kms:")]
+    assert sorted(kms["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
+    (key,) = kms["Resource"]
+    assert re.fullmatch(r"arn:aws:kms:[a-z0-9-]+:[A-Z0-9_]+:key/[A-Za-z0-9_-]+", key), key
+    (secrets,) = [s for s in _statements("Allow") if s["Action"][0].startswith("secretsmanager:")]
+    assert secrets["Action"] == ["secretsmanager:GetSecretValue"]
+    names = {r.split(":secret:", 1)[1].removesuffix("-??????") for r in secrets["Resource"]}
+    assert len(names) == 2 and all(r.endswith("-??????") for r in secrets["Resource"])
+    # A secret id the pods are configured with must be one the role may read.
+    data = _manifest("ConfigMap", "acode-dagster-settings")["data"]
+    for setting in ("ACODE_MYSQL_PRIMARY_SECRET_ID", "ACODE_MYSQL_BACKUP_SECRET_ID"):
+        if data.get(setting):
+            assert data[setting] in names, f"{setting}={data[setting]} is not in the IAM policy"
+
+
+def test_the_rbac_is_namespaced_and_grants_only_what_the_run_launcher_calls() -> None:
+    docs = _docs(RBAC)
+    assert sorted(d["kind"] for d in docs) == ["Role", "RoleBinding"], "no cluster-wide grant"
+    assert all(d["metadata"]["namespace"] == NAMESPACE for d in docs)
+    (role,) = [d for d in docs if d["kind"] == "Role"]
+    granted = {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    # dagster-k8s 0.29.27 K8sRunLauncher: create/delete/list jobs, read_namespaced_job_status,
+    # list/delete the Job's pods, read_namespaced_pod_log, list_namespaced_event.
+    assert granted == {
+        ("batch", "jobs", "create"),
+        ("batch", "jobs", "delete"),
+        ("batch", "jobs", "list"),
+        ("batch", "jobs/status", "get"),
+        ("", "pods", "delete"),
+        ("", "pods", "list"),
+        ("", "pods/log", "get"),
+        ("", "events", "list"),
+    }
+    (binding,) = [d for d in docs if d["kind"] == "RoleBinding"]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    values = _values()
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": values["serviceAccount"]["name"], "namespace": NAMESPACE}
+    ]
+    # The chart's own Roles (every verb on jobs and pods) are off, at both levels.
+    assert values["rbacEnabled"] is False
+    assert values["dagster-user-deployments"]["rbacEnabled"] is False
+
+
+def test_only_the_code_servers_service_account_holds_the_iam_role() -> None:
+    values = _values()
+    user = values["dagster-user-deployments"]["serviceAccount"]
+    role_arn = user["annotations"]["eks.amazonaws.com/role-arn"]
+    assert re.fullmatch(r"arn:aws:iam::[A-Z0-9_]+:role/acode-dagster", role_arn), role_arn
+    assert "eks.amazonaws.com/role-arn" not in (values["serviceAccount"].get("annotations") or {})
+    # The role trusts exactly that service account, by the name the chart gives it.
+    (statement,) = json.loads(TRUST.read_text())["Statement"]
+    assert statement["Action"] == "sts:AssumeRoleWithWebIdentity"
+    conditions = statement["Condition"]["StringEquals"]
+    subjects = [v for k, v in conditions.items() if k.endswith(":sub")]
+    assert subjects == [f"system:serviceaccount:{NAMESPACE}:{user['name']}"]
+    assert [v for k, v in conditions.items() if k.endswith(":aud")] == ["sts.amazonaws.com"]
+    # Nothing binds a Kubernetes Role to it: the code server and run pods call no Kubernetes API.
+    bound = [s["name"] for d in _docs(RBAC) if d["kind"] == "RoleBinding" for s in d["subjects"]]
+    assert user["name"] not in bound

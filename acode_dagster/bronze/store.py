@@ -57,10 +57,13 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from acode_dagster.bronze.encryption import KMS, SSE_SETTING, S3Encryption, encrypt_writes
+from acode_dagster.bronze.iam import access_denied_hint
 from acode_dagster.errors import BronzeError, ConfigError
 from acode_dagster.tables import BRONZE_DATABASE, BRONZE_ORIGIN, Table, get_table
 
 if TYPE_CHECKING:
+    from botocore.config import Config
     from mypy_boto3_s3 import S3Client
 
     from acode_dagster.bronze.lease import LeaseRecords
@@ -782,18 +785,27 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def s3_client() -> S3Client:
-    """boto3's client from its standard variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...)."""
+def s3_client(config: Config | None = None, **where: Any) -> S3Client:
+    """boto3's client from its standard variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...),
+    asking for the server-side encryption of ``ACODE_S3_SSE`` on every object it writes.
+
+    Every S3 client of the platform is built here, so none writes an object unencrypted;
+    ``config`` replaces the default retries and timeouts, ``where`` (``endpoint_url``,
+    ``region_name``) the standard variables'."""
     import boto3
     from botocore.config import Config
 
-    config = Config(
-        retries={"max_attempts": 5, "mode": "standard"},
-        connect_timeout=5,
-        # The publish copies files in parallel on one client.
-        max_pool_connections=_COPY_THREADS * 2,
-    )
-    return boto3.session.Session().client("s3", config=config)
+    # Read first: a bad setting fails before any client is built, naming the variable.
+    encryption = S3Encryption.from_env()
+    if config is None:
+        config = Config(
+            retries={"max_attempts": 5, "mode": "standard"},
+            connect_timeout=5,
+            # The publish copies files in parallel on one client.
+            max_pool_connections=_COPY_THREADS * 2,
+        )
+    client = boto3.session.Session().client("s3", config=config, **where)
+    return encrypt_writes(client, encryption)
 
 
 class S3Store(_PublishedFiles):
@@ -914,7 +926,7 @@ class S3Store(_PublishedFiles):
         """Server-side copies, all at once: the swap's window is one file's copy, not all."""
 
         def one(name: str) -> None:
-            with _s3_errors(self.bucket):
+            with _s3_errors(self.bucket, copy_from=self.bucket):
                 self.client.copy(
                     {"Bucket": self.bucket, "Key": f"{source_prefix}/{name}"},
                     self.bucket,
@@ -992,14 +1004,14 @@ class S3Store(_PublishedFiles):
 
         The store's client retries five times with long read timeouts, which is right for a
         sync and wrong for a health check: this one makes a single attempt per call and waits
-        ``timeout_s`` at most, so a dead endpoint fails in about ``timeout_s``. It reads the same
-        standard variables as :func:`s3_client` (or keeps an injected client's endpoint and
-        region), so it probes the S3 the store writes to. Building that client is local work
-        that can take a second on a busy machine; it happens here, before the waiting part.
+        ``timeout_s`` at most, so a dead endpoint fails in about ``timeout_s``. It is built by
+        :func:`s3_client` (keeping an injected client's endpoint and region), so it probes the
+        S3 the store writes to, and its object is encrypted as every other. Building that client
+        is local work that can take a second on a busy machine; it happens here, before the
+        waiting part.
         """
         import contextlib
 
-        import boto3
         from botocore.config import Config
 
         config = Config(
@@ -1014,7 +1026,7 @@ class S3Store(_PublishedFiles):
                 "endpoint_url": self._client.meta.endpoint_url,
                 "region_name": self._client.meta.region_name,
             }
-        client = boto3.session.Session().client("s3", config=config, **where)
+        client = s3_client(config, **where)
 
         def send_body_at_once(request: Any, **_: Any) -> None:
             # botocore asks for "100 Continue" before a PUT's body and, hearing nothing, waits a
@@ -1073,7 +1085,7 @@ class _S3Staging(_StagedFiles):
         if not isinstance(source, S3Store):
             return super().add_copy(source, table, day, name)
         key = f"{self.staged_prefix}/{name}"
-        with _s3_errors(self.store.bucket):
+        with _s3_errors(self.store.bucket, copy_from=source.bucket):
             # One S3 (one client's endpoint and credentials) holds both buckets: the bytes never
             # leave it. A multipart copy for large files, as upload_file does for uploads.
             self.store.client.copy(
@@ -1169,17 +1181,29 @@ class S3LeaseRecords:
 
 
 def _delete_keys(client: S3Client, bucket: str, keys: list[str]) -> None:
+    from botocore.exceptions import ClientError
+
     for start in range(0, len(keys), 1000):
         chunk = keys[start : start + 1000]
-        client.delete_objects(
-            Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
-        )
+        with _s3_errors(bucket):
+            answer = client.delete_objects(
+                Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
+            )
+            # DeleteObjects answers 200 whatever happened to each key: a key it could not delete
+            # (s3:DeleteObject denied on it, an Object Lock) is only listed under Errors.
+            failed = answer.get("Errors") or []
+            if failed:
+                code, key = str(failed[0].get("Code", "?")), str(failed[0].get("Key"))
+                raise ClientError({"Error": {"Code": code, "Message": key}}, "DeleteObjects")
 
 
 @contextmanager
-def _s3_errors(bucket: str, passthrough: frozenset[str] = frozenset()) -> Iterator[None]:
+def _s3_errors(
+    bucket: str, passthrough: frozenset[str] = frozenset(), copy_from: str | None = None
+) -> Iterator[None]:
     """S3 failures as BronzeError naming the bucket and the likely fix (no credentials shown);
-    errors whose code is in ``passthrough`` are answers the caller expects, and pass as they are."""
+    errors whose code is in ``passthrough`` are answers the caller expects, and pass as they are.
+    ``copy_from``: the requests are a server-side copy from that bucket into ``bucket``."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
@@ -1189,16 +1213,33 @@ def _s3_errors(bucket: str, passthrough: frozenset[str] = frozenset()) -> Iterat
         code = str(error.get("Code", "?"))
         if code in passthrough:
             raise
+        # Writes with ACODE_S3_SSE=aws:kms need the key's policy too (S3 answers AccessDenied).
+        kms = (
+            f"; with {SSE_SETTING}={KMS} also the KMS key's policy (kms:GenerateDataKey, "
+            "kms:Decrypt)"
+            if os.environ.get(SSE_SETTING, "").strip().lower() == KMS
+            else ""
+        )
+        # The S3 operation, so an access denied names the IAM action the role lacks.
+        operation = str(getattr(exc, "operation_name", "") or "")
+        denied = access_denied_hint(operation, bucket, copy_from) + kms
         hints = {
             "NoSuchBucket": "the bucket does not exist: create it or fix ACODE_BRONZE_URL",
             "404": "the bucket or object does not exist: create the bucket or fix ACODE_BRONZE_URL",
-            "AccessDenied": "access denied: check the AWS credentials and the bucket policy",
-            "403": "access denied: check the AWS credentials and the bucket policy",
+            "AccessDenied": denied,
+            "403": denied,
             "InvalidAccessKeyId": "the AWS access key is not known: check AWS_ACCESS_KEY_ID",
             "SignatureDoesNotMatch": "the AWS secret key is wrong: check AWS_SECRET_ACCESS_KEY",
+            "KMS.NotFoundException": "the KMS key is not known in the bucket's region: check "
+            "ACODE_S3_KMS_KEY_ID",
+            "KMS.DisabledException": "the KMS key is disabled: enable it or change "
+            "ACODE_S3_KMS_KEY_ID",
+            "KMS.KMSInvalidStateException": "the KMS key cannot be used (pending deletion or "
+            "import): check ACODE_S3_KMS_KEY_ID",
         }
         hint = hints.get(code, "see the S3 error code")
-        raise BronzeError(f"S3 bucket {bucket!r}: {code} — {hint}") from None
+        on = f" on {operation}" if operation else ""
+        raise BronzeError(f"S3 bucket {bucket!r}: {code}{on} — {hint}") from None
     except BotoCoreError as exc:
         raise BronzeError(
             f"S3 bucket {bucket!r}: {type(exc).__name__}: {exc} — check AWS_ENDPOINT_URL and the "

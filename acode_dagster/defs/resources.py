@@ -4,6 +4,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from dagster_airbyte import AirbyteWorkspace
@@ -23,16 +24,21 @@ from acode_dagster.defs.alerts.resources import AlertingResource
 from acode_dagster.defs.redundancy.resources import RedundancyResource
 from acode_dagster.errors import ConfigError, redact
 from acode_dagster.landing import BACKUP_STAGING_SETTING, STAGING_SETTING, Landing
-from acode_dagster.mysql import MySQLEndpoint
+from acode_dagster.mysql import DEFAULT_PORT, MySQLEndpoint
 from acode_dagster.probes import ProbeResult, ProbeSettings
 from acode_dagster.replicator import BATCH_ROWS, EmbeddedReplicator, Replicator
 from acode_dagster.routing import BACKUP, PRIMARY, Role
 from acode_dagster.settings import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_READ_TIMEOUT_S,
+    DEFAULT_SECRET_CACHE_S,
+    DEFAULT_SSL_MODE,
+    SSL_MODES,
     AirbyteSettings,
+    MySQLTLS,
     Settings,
 )
+from acode_dagster.source.credentials import shared_credentials
 from acode_dagster.source.window import CHUNK_ROWS, READ_CONNECTIONS
 
 
@@ -49,9 +55,47 @@ class MySQLServerResource(dg.ConfigurableResource):
     read_timeout_s: float = Field(
         default=DEFAULT_READ_TIMEOUT_S, description="ACODE_MYSQL_READ_TIMEOUT_S"
     )
+    secret_id: str | None = Field(
+        default=None,
+        description="ACODE_MYSQL_<ROLE>_SECRET_ID: Secrets Manager secret holding the login",
+    )
+    secret_cache_s: float = Field(
+        default=DEFAULT_SECRET_CACHE_S, description="ACODE_SECRET_CACHE_S"
+    )
+    ssl_mode: str = Field(default=DEFAULT_SSL_MODE, description=f"one of {', '.join(SSL_MODES)}")
+    ssl_ca: str = Field(default="", description="PEM file of the CA; empty: system trust store")
+    ssl_mode_setting: str = Field(
+        default="ACODE_MYSQL_SSL_MODE", description="the setting ssl_mode came from, for errors"
+    )
+    ssl_ca_setting: str = Field(
+        default="ACODE_MYSQL_SSL_CA", description="the setting ssl_ca came from, for errors"
+    )
+    ssl_mode_chosen: bool = Field(
+        default=False, description="whether a setting chose ssl_mode (else the local pair's own)"
+    )
+
+    def tls(self, local: MySQLTLS | None = None) -> MySQLTLS:
+        """The configured TLS. For the local pair (``local``: its own, verify_identity with
+        its throwaway CA) only a mode a setting chose replaces the pair's."""
+        configured = MySQLTLS(
+            self.ssl_mode,
+            self.ssl_ca,
+            self.ssl_mode_setting,
+            self.ssl_ca_setting,
+            self.ssl_mode_chosen,
+        )
+        if local is None:
+            return configured
+        if not configured.chosen:
+            return replace(
+                local, mode_setting=self.ssl_mode_setting, ca_setting=self.ssl_ca_setting
+            )
+        return replace(configured, ca=configured.ca or local.ca)
 
     def endpoint(self) -> MySQLEndpoint:
-        if self.url:
+        if self.secret_id:
+            parsed = self._from_secret(self.secret_id)
+        elif self.url:
             setting = f"ACODE_MYSQL_{self.role.upper()}_URL"
             parsed = MySQLEndpoint.parse(self.url, password=self.password, setting=setting)
         else:
@@ -65,8 +109,45 @@ class MySQLServerResource(dg.ConfigurableResource):
                     "URL)"
                 )
             parsed = stack.endpoint(self.role)
+        local = not (self.secret_id or self.url)
         return replace(
-            parsed, connect_timeout_s=self.connect_timeout_s, read_timeout_s=self.read_timeout_s
+            parsed,
+            connect_timeout_s=self.connect_timeout_s,
+            read_timeout_s=self.read_timeout_s,
+            tls=self.tls(parsed.tls if local else None),
+        )
+
+    def _from_secret(self, secret_id: str) -> MySQLEndpoint:
+        """The login from the secret, read again at connect time; where the server is from the
+        URL when one is set, else from the secret (RDS writes host, port and dbname in it)."""
+        role = self.role.upper()
+        credentials = shared_credentials(
+            secret_id,
+            setting=f"ACODE_MYSQL_{role}_SECRET_ID",
+            cache_s=self.secret_cache_s,
+        )
+        secret = credentials.get()
+        if self.url:
+            parsed = MySQLEndpoint.parse(
+                self.url, setting=f"ACODE_MYSQL_{role}_URL", user=secret.username
+            )
+            return replace(
+                parsed, user=secret.username or parsed.user, password=None, credentials=credentials
+            )
+        missing = [k for k in ("username", "host", "dbname") if not getattr(secret, k)]
+        if missing:
+            raise ConfigError(
+                f"the secret {secret_id!r} (ACODE_MYSQL_{role}_SECRET_ID) has no "
+                f"{', '.join(missing)}, and ACODE_MYSQL_{role}_URL is not set: add them to the "
+                "secret, or set the URL (mysql://host:port/database; the login stays the secret's)"
+            )
+        assert secret.username and secret.host and secret.dbname
+        return MySQLEndpoint(
+            host=secret.host,
+            port=secret.port or DEFAULT_PORT,
+            user=secret.username,
+            database=secret.dbname,
+            credentials=credentials,
         )
 
 
@@ -277,6 +358,16 @@ def build_airbyte(airbyte: AirbyteSettings) -> AirbyteRouteResource:
     )
 
 
+def _tls_fields(tls: MySQLTLS) -> dict[str, Any]:
+    return {
+        "ssl_mode": tls.mode,
+        "ssl_ca": tls.ca,
+        "ssl_mode_setting": tls.mode_setting,
+        "ssl_ca_setting": tls.ca_setting,
+        "ssl_mode_chosen": tls.chosen,
+    }
+
+
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     stack_home = str(settings.stack_home)
     return {
@@ -288,6 +379,9 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
                 stack_home=stack_home,
                 connect_timeout_s=settings.mysql_connect_timeout_s,
                 read_timeout_s=settings.mysql_read_timeout_s,
+                secret_id=settings.primary_secret_id or None,
+                secret_cache_s=settings.secret_cache_s,
+                **_tls_fields(settings.primary_tls),
             ),
             backup=MySQLServerResource(
                 role="backup",
@@ -296,6 +390,9 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
                 stack_home=stack_home,
                 connect_timeout_s=settings.mysql_connect_timeout_s,
                 read_timeout_s=settings.mysql_read_timeout_s,
+                secret_id=settings.backup_secret_id or None,
+                secret_cache_s=settings.secret_cache_s,
+                **_tls_fields(settings.backup_tls),
             ),
         ),
         "bronze": BronzeResource(

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,7 +29,10 @@ def free_port() -> int:
 
 
 class MotoServer:
-    def __init__(self, log_dir: Path):
+    def __init__(self, log_dir: Path, env: Mapping[str, str] | None = None):
+        """``env``: variables for the server's process on top of this one's (moto's settings,
+        e.g. ``INITIAL_NO_AUTH_ACTION_COUNT`` to enforce IAM)."""
+        self.env = dict(env or {})
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_dir / f"moto-{self.port}.log"
@@ -51,6 +54,7 @@ class MotoServer:
                 cwd=Path(__file__).resolve().parents[2],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env},
                 start_new_session=True,
             )
         deadline = time.monotonic() + 30

@@ -23,6 +23,7 @@ from typing import TypeVar
 import dagster as dg
 from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 
+from acode_dagster import audit
 from acode_dagster.defs.bronze.jobs import bronze_acode_job
 from acode_dagster.defs.bronze.repair import bronze_repair_job
 from acode_dagster.defs.redundancy.catchup import catch_up_requests
@@ -229,6 +230,11 @@ def health_tick(
     # An operator's pin written while we probed wins: the commit drops this tick's decision and
     # keeps its probe results for the record; the next tick decides again from the pinned state.
     done = commit(ledger, before, state, events)
+    # The audit trail of the committed changes, also from the ticks that emit an owed event
+    # again (one that died before its record): keyed by the event's id, each is written once.
+    for event in done.outbox.events:
+        if event.automatic and event.changes_route:
+            audit_route_change(event)
     decided = {event.id for event in done.events}
     tick = HealthTick(
         results,
@@ -244,6 +250,21 @@ def health_tick(
     if done.outbox.catch_up is not None:
         tick.run_requests = catch_up(done.outbox.catch_up)
     return tick
+
+
+def audit_route_change(event: RouteEvent) -> None:
+    """The audit record of an automatic route change, by the health sensor (never raises)."""
+    audit.record(
+        f"route.{event.kind}",
+        what=event.describe(),
+        why=event.reason,
+        before={part: event.from_role for part in event.parts},
+        after={part: event.to_role for part in event.parts},
+        key=event.id,
+        actor=f"dagster:{HEALTH_SENSOR}",
+        at=event.at,
+        sensor=HEALTH_SENSOR,
+    )
 
 
 def _healthy(results: Mapping[str, ProbeResult], target: str) -> bool:
