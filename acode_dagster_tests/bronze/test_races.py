@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from acode_dagster.bronze.lease import LeaseRecord
 from acode_dagster.bronze.store import (
     SUCCESS_MARKER,
     BronzeStore,
@@ -229,16 +230,7 @@ def test_racing_writers_leave_one_complete_version(
         ]
         for writer in writers:
             writer.wait_ready()
-        # All at once, in a different order each round; in the second round the impatient one
-        # goes only once another holds the lease, so that it surely meets a holder.
-        order = writers[round_number:] + writers[:round_number]
-        late = [w for w in order if round_number == 1 and w.name.endswith("impatient")]
-        for writer in order:
-            if writer not in late:
-                writer.go()
-        if late:
-            wait_for_a_holder(store)
-            late[0].go()
+        start_round(store, writers, round_number)
         for writer in writers:
             writer.finish()
         pids = {w.pid: w for w in writers}
@@ -287,11 +279,33 @@ def test_racing_writers_leave_one_complete_version(
     assert seen["waited"] >= 1 and seen["busy"] >= 1, seen
 
 
-def wait_for_a_holder(store: BronzeStore) -> None:
+def start_round(store: BronzeStore, writers: list[Writer], round_number: int) -> None:
+    """All at once, in a different order each round. In the second round the impatient one goes
+    only once another holds the lease, and that holder is paused (its lease live) until the
+    impatient one is done, so that it surely meets a holder however fast the holder's sync
+    would have been."""
+    order = writers[round_number:] + writers[:round_number]
+    late = [w for w in order if round_number == 1 and w.name.endswith("impatient")]
+    for writer in order:
+        if writer not in late:
+            writer.go()
+    if late:
+        holder_pid = wait_for_a_holder(store)
+        os.kill(holder_pid, signal.SIGSTOP)
+        try:
+            late[0].go()
+            late[0].finish()
+        finally:
+            os.kill(holder_pid, signal.SIGCONT)
+
+
+def wait_for_a_holder(store: BronzeStore) -> int:
+    """The pid of the first writer seen holding the partition's lease."""
     deadline = time.monotonic() + RUN_S
-    while store.lease_records(TABLE, DAY).read() is None:
+    while (current := store.lease_records(TABLE, DAY).read()) is None:
         assert time.monotonic() < deadline, "nobody took the lease"
         time.sleep(0.005)
+    return LeaseRecord.from_json(current[0]).holder.pid
 
 
 # ----------------------------------------------------------------------------- pause past expiry
