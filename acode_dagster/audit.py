@@ -50,7 +50,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 AUDIT_DIR = "_audit"
-LOCK_MODES = ("COMPLIANCE", "GOVERNANCE")
 _NAME_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 

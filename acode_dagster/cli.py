@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from acode_dagster.audit import operator
 from acode_dagster.errors import AcodeError, ConfigError
 from acode_dagster.settings import Settings
 
@@ -206,7 +207,7 @@ def cmd_route(args: argparse.Namespace, settings: Settings) -> int:
             "route pin needs a side and a reason, e.g. `acode route pin backup --reason "
             "'primary maintenance'`; the reason is recorded and alerted"
         )
-    by = _operator()
+    by = operator(settings)
     events = change_pin(role, args.reason or "", parts, by)
     for event in events:
         print(event.describe())
@@ -239,7 +240,7 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         raise ConfigError(f"{exc} (acode backfill START END)") from None
     home = ensure_dagster_home(settings)
-    by = _operator()
+    by = operator(settings)
     done = backfill_days(start, end, args.tables or (), ui_url=settings.ui_url, by=by)
     print(
         f"backfill {done.backfill_id}: {len(done.partitions)} day(s), {start} to {end}, of "
@@ -310,14 +311,6 @@ def _follow(backfill_id: str, url: str) -> int:
     )
     print(f"backfill {result.backfill_id} {result.status}: {url}")
     return 0 if result.succeeded else 1
-
-
-def _operator() -> str:
-    """Who runs the command, for the records it leaves: ACODE_OPERATOR, else the OS user (the
-    same name the audit trail gives)."""
-    from acode_dagster.audit import operator
-
-    return operator(Settings.from_env())
 
 
 def _when(iso: str) -> str:
@@ -439,7 +432,7 @@ def cmd_quarantine_release(args: argparse.Namespace, settings: Settings) -> int:
             "the materialization"
         )
     home = ensure_dagster_home(settings)
-    by = (args.by or "").strip() or _operator()
+    by = (args.by or "").strip() or operator(settings)
     released = release_quarantined(table, day, reason=args.reason, by=by, version=args.version)
     manifest = released.manifest
     print(
@@ -502,7 +495,7 @@ def cmd_buckets_repair(args: argparse.Namespace, settings: Settings) -> int:
 
     ensure_dagster_home(settings)
     report = repair_buckets(
-        args.days, _buckets_tables(args), checksums=args.checksums, by=_operator()
+        args.days, _buckets_tables(args), checksums=args.checksums, by=operator(settings)
     )
     for copy in report.copied:
         print(f"{copy.table} {copy.day:%Y-%m-%d}: {copy.detail} in {copy.target_url}")

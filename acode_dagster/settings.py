@@ -35,6 +35,8 @@ SSL_MODES = ("disabled", "preferred", "required", "verify_ca", "verify_identity"
 """TLS to MySQL, weakest first; the names and meanings of the MySQL client's --ssl-mode."""
 DEFAULT_SSL_MODE = "preferred"
 VERIFYING_SSL_MODES = ("verify_ca", "verify_identity")
+AUDIT_LOCK_MODES = ("COMPLIANCE", "GOVERNANCE")
+"""S3 Object Lock modes of the audit records, the default first."""
 DEFAULT_RUN_MAX_RUNTIME_S = 4 * 3600
 DEFAULT_PROBE_BUDGET_S = 30.0
 DEFAULT_REPLICA_CHECK_CRON = "30 5 * * *"
@@ -785,8 +787,8 @@ def _cron(env: Mapping[str, str], name: str, default: str) -> str:
 
 
 def _audit_lock_mode(env: Mapping[str, str]) -> str:
-    text = (env.get("ACODE_AUDIT_LOCK_MODE") or "COMPLIANCE").strip().upper()
-    if text not in ("COMPLIANCE", "GOVERNANCE"):
+    text = (env.get("ACODE_AUDIT_LOCK_MODE") or AUDIT_LOCK_MODES[0]).strip().upper()
+    if text not in AUDIT_LOCK_MODES:
         raise ConfigError(
             f"ACODE_AUDIT_LOCK_MODE={text!r} is not an Object Lock mode; use COMPLIANCE (the "
             "default: nobody can delete a record before its retention ends) or GOVERNANCE"

@@ -1217,7 +1217,7 @@ def _s3_errors(
         kms = (
             f"; with {SSE_SETTING}={KMS} also the KMS key's policy (kms:GenerateDataKey, "
             "kms:Decrypt)"
-            if os.environ.get(SSE_SETTING, "").strip().lower() == KMS
+            if S3Encryption.from_env().mode == KMS
             else ""
         )
         # The S3 operation, so an access denied names the IAM action the role lacks.
