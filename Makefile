@@ -47,7 +47,7 @@ stack-stop: sync  ## stop them
 stack-status: sync  ## show them
 	@$(UV) run --no-sync acode stack status
 
-bench: sync  ## replication (embedded and Airbyte), keys, write-audit-publish, checks, failover-drill, mirror and TLS benchmarks (bench/README.md; ~55 minutes)
+bench: sync  ## replication (embedded and Airbyte), keys, write-audit-publish, checks, failover-drill, mirror, TLS and business-metrics benchmarks (bench/README.md; ~62 minutes)
 	@$(UV) run --no-sync python bench/replication.py
 	@$(UV) run --no-sync python bench/keys.py --sizes 2000000,10000000
 	@$(UV) run --no-sync python bench/audit.py
@@ -55,6 +55,7 @@ bench: sync  ## replication (embedded and Airbyte), keys, write-audit-publish, c
 	@$(UV) run --no-sync python bench/failover_drill.py
 	@$(UV) run --no-sync python bench/mirror.py
 	@$(UV) run --no-sync python bench/tls.py
+	@$(UV) run --no-sync python bench/business.py
 
 bench-scale: sync  ## the production-volume bench: 2M, 10M and 50M-row days (~35 GB of disk, ~2 hours the first time; bench/README.md)
 	@$(UV) run --no-sync python bench/scale.py --work bench/.work/scale --keep

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from acode_dagster.audit import operator
 from acode_dagster.errors import AcodeError, ConfigError
+from acode_dagster.observability.logs import configure_logging
 from acode_dagster.settings import Settings
 
 if TYPE_CHECKING:
@@ -527,6 +528,48 @@ def cmd_quarantine_discard(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_report_weekly(args: argparse.Namespace, settings: Settings) -> int:
+    import dagster as dg
+
+    from acode_dagster.defs.observability.weekly import (
+        WeeklyConfig,
+        preview_report,
+        resolve_week,
+        run_weekly,
+        stored_report,
+    )
+    from acode_dagster.defs.resources import BronzeResource, build_resources
+    from acode_dagster.runs import ensure_dagster_home
+
+    ensure_dagster_home(settings)
+    week = resolve_week(WeeklyConfig(week_ending=args.week_ending or ""), {}, datetime.now(UTC))
+    resources = build_resources(settings)
+    with dg.DagsterInstance.get() as instance:
+        found: dict[str, Any] | None
+        if args.send or args.resend:
+            found = run_weekly(
+                instance,
+                resources,
+                week,
+                resend=args.resend,
+                tags={"acode/launched_by": operator(settings)},
+            )
+        else:
+            found = stored_report(instance, week)
+        if found is not None:
+            print(found["report"], end="")
+            print(f"\nSlack: {found['slack']}")
+            return 0
+        bronze = resources["bronze"]
+        assert isinstance(bronze, BronzeResource)
+        print(preview_report(instance, bronze, week, settings.ui_url), end="")
+        print(
+            f"\n(a preview: no report of {week.label} was materialized yet; `acode report "
+            "weekly --send` runs the week's operations, materializes it and posts it to Slack)"
+        )
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace, settings: Settings) -> int:
     from acode_dagster.runs import sweep_bronze
 
@@ -808,6 +851,26 @@ def _add_quarantine_commands(sub: Any) -> None:
         "--dry-run", action="store_true", help="show what would be removed; remove nothing"
     )
     sweep.set_defaults(func=cmd_sweep)
+    report = sub.add_parser("report", help="the weekly operations report")
+    kinds = report.add_subparsers(dest="kind", required=True)
+    weekly = kinds.add_parser(
+        "weekly",
+        help="print the weekly report (Markdown); --send runs the week's operations and posts it",
+        description="Without --send: the report of the week as materialized by acode_weekly_job "
+        "(or a preview from the instance when none was). With --send: a run of acode_weekly_job "
+        "here (sweep, replica and bucket verification, the report as the asset "
+        "acode_ops/weekly_report) that posts it to Slack unless that week's was posted already.",
+    )
+    weekly.add_argument(
+        "--week-ending",
+        metavar="YYYY-MM-DD",
+        help="the week's last local day (default: yesterday in São Paulo)",
+    )
+    weekly.add_argument("--send", action="store_true", help="run the job and post to Slack once")
+    weekly.add_argument(
+        "--resend", action="store_true", help="like --send, posting again if it was posted"
+    )
+    weekly.set_defaults(func=cmd_report_weekly)
 
 
 def _add_bucket_commands(sub: Any) -> None:
@@ -839,14 +902,12 @@ def _add_bucket_commands(sub: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Our progress lines at INFO; libraries (alembic, botocore, ...) only when they warn.
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("acode_dagster").setLevel(logging.INFO)
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args, Settings.from_env()))
+        settings = Settings.from_env()
+        # Our progress lines at INFO; libraries (alembic, botocore, ...) only when they warn.
+        configure_logging(settings.log_format)
+        return int(args.func(args, settings))
     except AcodeError as exc:
         print(f"acode: error: {exc}", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ from typing import Literal
 
 from acode_dagster.alerts import Alert, Pending, channels_for
 from acode_dagster.failover import RouteEvent
+from acode_dagster.observability.sla import SlaOpen
 
 CheckSeverity = Literal["ERROR", "WARN"]
 OpenProblems = Mapping[str, CheckSeverity]
@@ -194,6 +195,9 @@ class AlertState:
     runs_since: float = 0.0
     lineage: str = ""
     tick: str = ""
+    sla: dict[str, SlaOpen] = field(default_factory=dict)
+    """Bronze runs alerted for running long and not yet resolved, by run id (see
+    :mod:`acode_dagster.observability.sla`)."""
 
     def to_json(self) -> str:
         return json.dumps(
@@ -210,6 +214,7 @@ class AlertState:
                 "route_mark": self.route_mark,
                 "lineage": self.lineage,
                 "tick": self.tick,
+                "sla": {run_id: told.to_json() for run_id, told in self.sla.items()},
             },
             sort_keys=True,
         )
@@ -242,6 +247,8 @@ class AlertState:
             if "lineage" in raw
             else hashlib.sha256(text.encode()).hexdigest()[:16],
             tick=str(raw.get("tick", "")),
+            # Absent from a cursor saved before the sync-duration SLA: nothing was alerted.
+            sla={str(k): SlaOpen.from_json(v) for k, v in (raw.get("sla") or {}).items()},
         )
 
     def run_is_news(self, run_id: str, ended_at: float) -> bool:

@@ -37,6 +37,7 @@ from acode_dagster.mysql import (
     explain_mysql_error,
     source_columns,
 )
+from acode_dagster.observability.business import BusinessFigures
 from acode_dagster.quality import Verdict, evaluate_partition
 from acode_dagster.source.window import (
     CHUNK_ROWS,
@@ -72,6 +73,8 @@ class SyncResult:
     """Where the version is: the partition when published, the quarantine when not."""
     extra: Mapping[str, int | float | str] = field(default_factory=dict)
     """What only one replicator knows (Airbyte's job id, records and bytes), for metadata."""
+    business: BusinessFigures | None = None
+    """The business figures of the version's rows (acode_dagster.observability.business)."""
 
     @classmethod
     def of(
@@ -99,6 +102,7 @@ class SyncResult:
             verdicts=outcome.verdicts,
             kept_at=outcome.kept_at,
             extra=extra or {},
+            business=outcome.business,
         )
 
     @property

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from acode_dagster.bronze.encryption import S3Encryption
 from acode_dagster.errors import ConfigError
+from acode_dagster.observability.metrics import MetricsSettings
 
 DEFAULT_PARTITIONS_START = "2025-01-01"
 REPLICATORS = ("embedded", "airbyte")
@@ -26,6 +27,8 @@ DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_PAGERDUTY_URL = "https://events.pagerduty.com"
 DEFAULT_UI_URL = "http://127.0.0.1:3000"
 DEFAULT_ALERT_GIVE_UP_H = 24.0
+DEFAULT_SYNC_WARN_MINUTES = 180.0
+DEFAULT_SYNC_ERROR_MINUTES = 240.0
 DEFAULT_SOURCE_CONCURRENCY = 2
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_SECRET_CACHE_S = 60.0
@@ -37,9 +40,12 @@ DEFAULT_SSL_MODE = "preferred"
 VERIFYING_SSL_MODES = ("verify_ca", "verify_identity")
 AUDIT_LOCK_MODES = ("COMPLIANCE", "GOVERNANCE")
 """S3 Object Lock modes of the audit records, the default first."""
+LOG_FORMATS = ("text", "json")
+"""``ACODE_LOG_FORMAT``: human-readable lines (the default) or one JSON object per line."""
 DEFAULT_RUN_MAX_RUNTIME_S = 4 * 3600
 DEFAULT_PROBE_BUDGET_S = 30.0
 DEFAULT_REPLICA_CHECK_CRON = "30 5 * * *"
+DEFAULT_WEEKLY_CRON = "0 6 * * 1"
 MAX_PROBE_BUDGET_S = 55.0
 """Dagster cuts a sensor tick at 60 s; after its probes the health tick still commits the route
 and builds its catch-up."""
@@ -179,7 +185,22 @@ SETTINGS: tuple[Setting, ...] = (
         "24",
         "hours after its first attempt an undelivered alert is dropped, with a warning",
     ),
+    Setting(
+        "ACODE_SYNC_WARN_MINUTES",
+        f"{DEFAULT_SYNC_WARN_MINUTES:g}",
+        "a bronze run still running after this many minutes alerts WARN once (Slack)",
+    ),
+    Setting(
+        "ACODE_SYNC_ERROR_MINUTES",
+        f"{DEFAULT_SYNC_ERROR_MINUTES:g}",
+        "after this many minutes (>= the WARN one) it alerts ERROR and pages once",
+    ),
     Setting("ACODE_HEALTH_INTERVAL_S", "300", "seconds between two health probes of everything"),
+    Setting(
+        "ACODE_LOG_FORMAT",
+        "text",
+        "text (human-readable) or json: one JSON object per line on stderr, for a log shipper",
+    ),
     Setting("ACODE_PROBE_TIMEOUT_S", "5", "a probe that takes longer fails"),
     Setting(
         "ACODE_PROBE_BUDGET_S",
@@ -203,6 +224,12 @@ SETTINGS: tuple[Setting, ...] = (
         "ACODE_REPLICA_CHECK_CRON",
         DEFAULT_REPLICA_CHECK_CRON,
         "when the replica check runs (cron, America/Sao_Paulo)",
+    ),
+    Setting(
+        "ACODE_WEEKLY_CRON",
+        DEFAULT_WEEKLY_CRON,
+        "when the weekly operations run (sweep, replica and bucket verification, the weekly "
+        "report to Slack); cron, America/Sao_Paulo; the report covers the 7 days before",
     ),
     Setting(
         "ACODE_REPLICA_CHECK_WAIT_S",
@@ -309,6 +336,28 @@ SETTINGS: tuple[Setting, ...] = (
         "ACODE_DAGSTER_UI_URL",
         DEFAULT_UI_URL,
         "where people open the Dagster UI; alerts link to runs and assets there",
+    ),
+    Setting(
+        "ACODE_STATSD_ADDRESS",
+        "",
+        "host:port of the Datadog agent's DogStatsD (UDP), e.g. 127.0.0.1:8125; every sync, "
+        "check, probe, route change and alert is sent there as metrics; unset: not sent",
+    ),
+    Setting(
+        "ACODE_CLOUDWATCH_NAMESPACE",
+        "",
+        "CloudWatch namespace the same metrics go to (PutMetricData, boto3's credentials and "
+        "AWS_REGION), e.g. ACODE/Dagster; unset: not sent",
+    ),
+    Setting(
+        "ACODE_CLOUDWATCH_ENDPOINT_URL",
+        "(AWS)",
+        "CloudWatch endpoint to send to instead of AWS's (a VPC endpoint, a test server)",
+    ),
+    Setting(
+        "ACODE_METRICS_TAGS",
+        "",
+        "tags added to every metric, e.g. env:prod,service:acode-dagster",
     ),
     Setting(
         "ACODE_OPERATOR",
@@ -429,6 +478,8 @@ class Settings:
     pagerduty_url: str = DEFAULT_PAGERDUTY_URL
     ui_url: str = DEFAULT_UI_URL
     alert_give_up_h: float = DEFAULT_ALERT_GIVE_UP_H
+    sync_warn_minutes: float = DEFAULT_SYNC_WARN_MINUTES
+    sync_error_minutes: float = DEFAULT_SYNC_ERROR_MINUTES
     health_interval_s: int = 300
     probe_timeout_s: float = 5.0
     probe_budget_s: float = DEFAULT_PROBE_BUDGET_S
@@ -440,6 +491,7 @@ class Settings:
     catchup_days: int = 7
     replica_check_days: int = 3
     replica_check_cron: str = DEFAULT_REPLICA_CHECK_CRON
+    weekly_cron: str = DEFAULT_WEEKLY_CRON
     replica_check_wait_s: float = 60.0
     mirror_verify_days: int = 7
     retry_base_s: float = 30.0
@@ -465,6 +517,10 @@ class Settings:
     audit_retention_days: int = 0
     """0: no Object Lock on the audit records."""
     audit_lock_mode: str = "COMPLIANCE"
+    log_format: str = LOG_FORMATS[0]
+    """``ACODE_LOG_FORMAT``: ``text`` or ``json`` (acode_dagster.observability.logs)."""
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    """Where metrics go (ACODE_STATSD_ADDRESS, ACODE_CLOUDWATCH_NAMESPACE, ...)."""
     airbyte: AirbyteSettings | None = None
     """Set when ``ACODE_REPLICATOR=airbyte``."""
 
@@ -500,6 +556,7 @@ class Settings:
                 f"ACODE_MAX_FILE_MB={max_file_text!r} must be a whole number of megabytes >= 1"
             )
         bronze_url = env.get("ACODE_BRONZE_URL") or str(home / "bronze")
+        sync_warn, sync_error = _sync_sla(env)
         return cls(
             home=home,
             primary_url_set=bool(env.get("ACODE_MYSQL_PRIMARY_URL")),
@@ -523,6 +580,8 @@ class Settings:
             alert_give_up_h=_number(
                 env, "ACODE_ALERT_GIVE_UP_H", DEFAULT_ALERT_GIVE_UP_H, minimum=0
             ),
+            sync_warn_minutes=sync_warn,
+            sync_error_minutes=sync_error,
             health_interval_s=int(_number(env, "ACODE_HEALTH_INTERVAL_S", 300, minimum=1)),
             probe_timeout_s=_number(env, "ACODE_PROBE_TIMEOUT_S", 5, minimum=0.1),
             probe_budget_s=_probe_budget(env),
@@ -534,6 +593,7 @@ class Settings:
             catchup_days=int(_number(env, "ACODE_CATCHUP_DAYS", 7, minimum=0)),
             replica_check_days=_whole(env, "ACODE_REPLICA_CHECK_DAYS", 3, minimum=1),
             replica_check_cron=_cron(env, "ACODE_REPLICA_CHECK_CRON", DEFAULT_REPLICA_CHECK_CRON),
+            weekly_cron=_cron(env, "ACODE_WEEKLY_CRON", DEFAULT_WEEKLY_CRON),
             replica_check_wait_s=_number(env, "ACODE_REPLICA_CHECK_WAIT_S", 60, minimum=0),
             mirror_verify_days=int(_number(env, "ACODE_MIRROR_VERIFY_DAYS", 7, minimum=1)),
             retry_base_s=_number(env, "ACODE_RETRY_BASE_S", 30, minimum=0),
@@ -564,6 +624,8 @@ class Settings:
             operator=(env.get("ACODE_OPERATOR") or "").strip(),
             audit_retention_days=_whole(env, "ACODE_AUDIT_RETENTION_DAYS", 0, minimum=0),
             audit_lock_mode=_audit_lock_mode(env),
+            log_format=_log_format(env),
+            metrics=MetricsSettings.from_env(env),
             airbyte=AirbyteSettings.from_env(env, bronze_url) if replicator == "airbyte" else None,
         )
 
@@ -736,6 +798,29 @@ def _s3_bucket(url: str) -> str | None:
     return parts.netloc
 
 
+def _sync_sla(env: Mapping[str, str]) -> tuple[float, float]:
+    """The sync-duration thresholds: minutes, fractions allowed (tests use seconds)."""
+    found = {}
+    for name, default in (
+        ("ACODE_SYNC_WARN_MINUTES", DEFAULT_SYNC_WARN_MINUTES),
+        ("ACODE_SYNC_ERROR_MINUTES", DEFAULT_SYNC_ERROR_MINUTES),
+    ):
+        value = _number(env, name, default, minimum=0)
+        if not 0 < value < float("inf"):
+            raise ConfigError(
+                f"{name}={env.get(name)!r} must be a number of minutes > 0, e.g. {default:g}"
+            )
+        found[name] = value
+    warn, error = found["ACODE_SYNC_WARN_MINUTES"], found["ACODE_SYNC_ERROR_MINUTES"]
+    if error < warn:
+        raise ConfigError(
+            f"ACODE_SYNC_ERROR_MINUTES={error:g} is below ACODE_SYNC_WARN_MINUTES={warn:g}: the "
+            "ERROR (paging) threshold must not come before the WARN one; raise "
+            "ACODE_SYNC_ERROR_MINUTES or lower ACODE_SYNC_WARN_MINUTES"
+        )
+    return warn, error
+
+
 def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
     text = (env.get(name) or "").strip()
     if not text:
@@ -784,6 +869,16 @@ def _cron(env: Mapping[str, str], name: str, default: str) -> str:
             f"weekday), e.g. {default!r}"
         )
     return value
+
+
+def _log_format(env: Mapping[str, str]) -> str:
+    text = (env.get("ACODE_LOG_FORMAT") or LOG_FORMATS[0]).strip().lower()
+    if text not in LOG_FORMATS:
+        raise ConfigError(
+            f"ACODE_LOG_FORMAT={text!r} is not a log format; use text (human-readable, the "
+            "default) or json (one JSON object per line, for a log shipper)"
+        )
+    return text
 
 
 def _audit_lock_mode(env: Mapping[str, str]) -> str:

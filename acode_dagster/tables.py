@@ -118,6 +118,26 @@ class Thresholds:
 
 
 @dataclass(frozen=True)
+class BusinessSpec:
+    """The business figures of a partition, computed while its rows are written
+    (:mod:`acode_dagster.observability.business`) and published as the materialization's
+    metadata: exact sums, distinct counts and rows per category of the named columns."""
+
+    sums: tuple[str, ...] = ()
+    """DECIMAL (or integer) columns summed exactly, NULLs skipped as SQL's SUM skips them."""
+    distinct: tuple[str, ...] = ()
+    """Columns whose distinct non-NULL values are counted (byte-exact, not the collation's)."""
+    rows_by: tuple[str, ...] = ()
+    """Low-cardinality columns whose rows are counted per value (NULL under "(null)")."""
+    value_column: str | None = None
+    """The money column the weekly report calls the partition's value; one of ``sums``."""
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (*self.sums, *self.distinct, *self.rows_by)
+
+
+@dataclass(frozen=True)
 class Table:
     """A bronze table: its columns, how a day is cut out of it, and what matters in it."""
 
@@ -135,12 +155,29 @@ class Table:
     """Rows a demo day gets by default: small enough for a laptop, large enough to plot."""
     tags: dict[str, str] = field(default_factory=dict)
     thresholds: Thresholds = field(default_factory=Thresholds)
+    business: BusinessSpec = field(default_factory=BusinessSpec)
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.columns]
         assert len(set(names)) == len(names), f"{self.name}: duplicate column"
         for wanted in (self.key, self.partition_column, *self.critical_columns):
             assert wanted is None or wanted in names, f"{self.name}: unknown column {wanted}"
+        for wanted in self.business.columns:
+            assert wanted in names, f"{self.name}: unknown business column {wanted}"
+        for summed in self.business.sums:
+            kind = self.column(summed).arrow_type
+            assert pa.types.is_decimal(kind) or pa.types.is_integer(kind), (
+                f"{self.name}: business sum of {summed}, which is not a number"
+            )
+        value = self.business.value_column
+        assert value is None or value in self.business.sums, (
+            f"{self.name}: value column {value} is not one of the business sums"
+        )
+
+    @property
+    def value_column(self) -> str | None:
+        """The money column the weekly report calls "value" (None: the table has none)."""
+        return self.business.value_column
 
     @property
     def is_snapshot(self) -> bool:
@@ -348,6 +385,12 @@ FISCAL_LINES = Table(
     expected_daily_rows=50_000_000,
     demo_daily_rows=20_000,
     tags={"domain": "fiscal", "grain": "sale_line"},
+    business=BusinessSpec(
+        sums=("ACODE_Val_Total", "Val_Prod"),
+        distinct=("CNPJ", "EAN"),
+        rows_by=("UF",),
+        value_column="ACODE_Val_Total",
+    ),
 )
 
 PRODUCTS = Table(
@@ -375,6 +418,12 @@ PRODUCTS = Table(
     expected_daily_rows=150_000,
     demo_daily_rows=2_000,
     tags={"domain": "catalogue", "grain": "product"},
+    # A snapshot: what is worth plotting is its size and make-up (manufacturers, how much is
+    # still sold, per category), not a sum of prices, which means nothing.
+    business=BusinessSpec(
+        distinct=("CNPJ_Fabricante",),
+        rows_by=("Ativo", "Categoria"),
+    ),
 )
 
 NFE_COMPLEMENTS = Table(
@@ -403,6 +452,14 @@ NFE_COMPLEMENTS = Table(
     expected_daily_rows=5_000_000,
     demo_daily_rows=4_000,
     tags={"domain": "fiscal", "grain": "nfe"},
+    # One complement per NF-e, so distinct Chave_NFe would repeat the rows: issuers and
+    # recipients say more.
+    business=BusinessSpec(
+        sums=("Valor_Total_NF",),
+        distinct=("CNPJ_Emitente", "CNPJ_Destinatario"),
+        rows_by=("Status_NFe",),
+        value_column="Valor_Total_NF",
+    ),
 )
 
 TABLES: tuple[Table, ...] = (FISCAL_LINES, PRODUCTS, NFE_COMPLEMENTS)

@@ -36,6 +36,7 @@ from acode_dagster.bronze.store import (
     file_name,
     file_sha256,
 )
+from acode_dagster.observability.business import BusinessFigures, BusinessTally
 from acode_dagster.quality import BLOCKING_CHECKS, Verdict
 from acode_dagster.tables import Table
 
@@ -71,6 +72,8 @@ class Outcome:
     """False when the version failed a blocking check and went to quarantine."""
     kept_at: str
     """The partition's URL when published, the quarantine's when not."""
+    business: BusinessFigures | None = None
+    """The business figures of the version's rows, tallied as they were written."""
 
     @property
     def blocking_failures(self) -> list[Verdict]:
@@ -211,9 +214,14 @@ def write_audit_publish(
         writer = PartitionWriter(
             table, staging, row_group_rows=row_group_rows, max_file_bytes=max_file_bytes
         )
-        for batch in batches:
-            writer.write(batch)
-        files = writer.close()
+        # Tallied here, from the very batches written, so both replicators get the same figures.
+        with BusinessTally.for_table(table) as tally:
+            for batch in batches:
+                writer.write(batch)
+                tally.feed(batch)
+            files = writer.close()
+            business = tally.result()
+        publisher.log(f"{name}: business figures: {business.headline()}")
         manifest = Manifest(
             table=table.name,
             partition=f"{day:%Y-%m-%d}",
@@ -240,9 +248,9 @@ def write_audit_publish(
                 f"{', '.join(v.check for v in failed)}; quarantined at {kept}, the published "
                 "version is unchanged"
             )
-            return Outcome(manifest, verdicts, False, kept)
+            return Outcome(manifest, verdicts, False, kept, business)
         staging.publish(manifest, lease.ensure_held)
-    return Outcome(manifest, verdicts, True, store.partition_url(table, day))
+    return Outcome(manifest, verdicts, True, store.partition_url(table, day), business)
 
 
 def publish_batches(

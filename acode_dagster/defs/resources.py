@@ -21,10 +21,12 @@ from acode_dagster.bronze.publish import ROW_GROUP_ROWS
 from acode_dagster.bronze.quarantine import SweepPolicy
 from acode_dagster.bronze.store import BronzeStore, open_store
 from acode_dagster.defs.alerts.resources import AlertingResource
+from acode_dagster.defs.observability.resources import MetricsConfig, MetricsResource
 from acode_dagster.defs.redundancy.resources import RedundancyResource
 from acode_dagster.errors import ConfigError, redact
 from acode_dagster.landing import BACKUP_STAGING_SETTING, STAGING_SETTING, Landing
 from acode_dagster.mysql import DEFAULT_PORT, MySQLEndpoint
+from acode_dagster.observability.sla import SlaThresholds
 from acode_dagster.probes import ProbeResult, ProbeSettings
 from acode_dagster.replicator import BATCH_ROWS, EmbeddedReplicator, Replicator
 from acode_dagster.routing import BACKUP, PRIMARY, Role
@@ -33,6 +35,8 @@ from acode_dagster.settings import (
     DEFAULT_READ_TIMEOUT_S,
     DEFAULT_SECRET_CACHE_S,
     DEFAULT_SSL_MODE,
+    DEFAULT_SYNC_ERROR_MINUTES,
+    DEFAULT_SYNC_WARN_MINUTES,
     SSL_MODES,
     AirbyteSettings,
     MySQLTLS,
@@ -293,6 +297,13 @@ class ReplicatorResource(dg.ConfigurableResource):
     retries: int = Field(default=4, description="retries of a sync that lost its server")
     retry_base_s: float = Field(default=30.0, description="first wait; it doubles each retry")
     airbyte: AirbyteRouteResource | None = None
+    # The sync-duration SLA, to record each sync's stage in its metadata (the alert sensor
+    # gets the same settings through AlertingResource).
+    sync_warn_minutes: float = Field(default=DEFAULT_SYNC_WARN_MINUTES, gt=0)
+    sync_error_minutes: float = Field(default=DEFAULT_SYNC_ERROR_MINUTES, gt=0)
+
+    def sla_thresholds(self) -> SlaThresholds:
+        return SlaThresholds(self.sync_warn_minutes, self.sync_error_minutes)
 
     def build(
         self, log: Callable[[str], None], role: Role = PRIMARY, bucket: Role = PRIMARY
@@ -410,6 +421,8 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             retry_base_s=settings.retry_base_s,
             read_connections=settings.read_connections,
             airbyte=build_airbyte(settings.airbyte) if settings.airbyte else None,
+            sync_warn_minutes=settings.sync_warn_minutes,
+            sync_error_minutes=settings.sync_error_minutes,
         ),
         "redundancy": RedundancyResource(
             failover_after=settings.failover_after,
@@ -431,7 +444,11 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             pagerduty_url=settings.pagerduty_url,
             ui_url=settings.ui_url,
             give_up_h=settings.alert_give_up_h,
+            sync_warn_minutes=settings.sync_warn_minutes,
+            sync_error_minutes=settings.sync_error_minutes,
+            metrics=MetricsConfig.of(settings.metrics),
         ),
+        "metrics": MetricsResource.of(settings.metrics),
     }
 
 

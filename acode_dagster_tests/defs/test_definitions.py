@@ -13,6 +13,7 @@ from dagster._core.errors import DagsterUnknownPartitionError
 
 from acode_dagster.defs.bronze.assets import bronze_assets
 from acode_dagster.defs.bronze.checks import bronze_key
+from acode_dagster.defs.observability.weekly import WEEKLY_REPORT_KEY
 from acode_dagster.defs.redundancy.state import REDUNDANCY_KEY
 from acode_dagster.defs.resources import build_resources
 from acode_dagster.quality import FRESHNESS_CHECK, MIRROR_CHECK, PARTITION_CHECKS
@@ -27,7 +28,10 @@ def test_every_definition_loads() -> None:
 
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
-    assert graph.get_all_asset_keys() == {bronze_key(t) for t in TABLES} | {REDUNDANCY_KEY}
+    assert graph.get_all_asset_keys() == {bronze_key(t) for t in TABLES} | {
+        REDUNDANCY_KEY,
+        WEEKLY_REPORT_KEY,
+    }
     checks = {(key.asset_key, key.name) for key in graph.asset_check_keys}
     assert checks == {
         (bronze_key(t), spec.name)
@@ -42,12 +46,14 @@ def test_every_definition_loads() -> None:
         "bronze_repair_job",
         "replica_check_job",
         "replica_reverify_job",
+        "acode_weekly_job",
     }
     assert {s.name for s in defs.schedules or []} == {
         "acode_daily_schedule",
         "bronze_sweep_schedule",
         "bronze_repair_schedule",
         "replica_check_schedule",
+        "acode_weekly_schedule",
     }
     assert {s.name for s in defs.sensors or []} == {
         "acode_alert_sensor",
@@ -61,6 +67,7 @@ def test_every_definition_loads() -> None:
         "replicator",
         "redundancy",
         "alerting",
+        "metrics",
     }
 
 

@@ -5,11 +5,15 @@ from dagster_slack import SlackResource
 from pydantic import Field
 
 from acode_dagster.alerts import Notifier, PagerDutyNotifier, SlackNotifier
+from acode_dagster.defs.observability.resources import MetricsConfig
+from acode_dagster.observability.sla import SlaThresholds
 from acode_dagster.settings import (
     DEFAULT_ALERT_GIVE_UP_H,
     DEFAULT_PAGERDUTY_URL,
     DEFAULT_SLACK_API_URL,
     DEFAULT_SLACK_CHANNEL,
+    DEFAULT_SYNC_ERROR_MINUTES,
+    DEFAULT_SYNC_WARN_MINUTES,
     DEFAULT_UI_URL,
 )
 
@@ -29,6 +33,21 @@ class AlertingResource(dg.ConfigurableResource):
         description="ACODE_ALERT_GIVE_UP_H: hours after its first attempt an alert not "
         "delivered is given up (with a warning naming it)",
     )
+    sync_warn_minutes: float = Field(
+        default=DEFAULT_SYNC_WARN_MINUTES,
+        gt=0,
+        description="ACODE_SYNC_WARN_MINUTES: a bronze run running longer alerts WARN once",
+    )
+    sync_error_minutes: float = Field(
+        default=DEFAULT_SYNC_ERROR_MINUTES,
+        gt=0,
+        description="ACODE_SYNC_ERROR_MINUTES: a bronze run running longer alerts ERROR and "
+        "pages once",
+    )
+    metrics: MetricsConfig = Field(
+        default_factory=MetricsConfig,
+        description="where the alert sensor's metrics go (the metrics resource's settings)",
+    )
 
     def notifiers(self) -> dict[str, Notifier]:
         found: dict[str, Notifier] = {}
@@ -43,6 +62,9 @@ class AlertingResource(dg.ConfigurableResource):
                 self.pagerduty_routing_key, base_url=self.pagerduty_url, secrets=self.secrets()
             )
         return found
+
+    def sla_thresholds(self) -> SlaThresholds:
+        return SlaThresholds(self.sync_warn_minutes, self.sync_error_minutes)
 
     def secrets(self) -> tuple[str, ...]:
         return tuple(s for s in (self.slack_token, self.pagerduty_routing_key) if s)

@@ -1,5 +1,6 @@
-"""``acode_alert_sensor``: every failed check, freshness failure, failed or cancelled bronze run
-and route change, told once.
+"""``acode_alert_sensor``: every failed check, freshness failure, failed or cancelled bronze run,
+bronze run running long (the sync-duration SLA, :mod:`acode_dagster.observability.sla`) and route
+change, told once.
 
 Each tick reads what the instance recorded since the cursor (check executions per check key,
 failed and cancelled runs by update time, route events), turns it into alerts with the pure
@@ -15,7 +16,7 @@ rejects it for good), with a warning naming it.
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -51,6 +52,18 @@ from acode_dagster.incidents import (
     on_route_event,
     on_run_canceled,
     on_run_failure,
+)
+from acode_dagster.observability.metrics import Metrics
+from acode_dagster.observability.sla import (
+    SLA_ENDED_TAG,
+    SLA_MINUTES_TAG,
+    SLA_TAG,
+    RunEnd,
+    RunningSync,
+    SlaOpen,
+    no_longer_running,
+    sla_step,
+    told_by_tags,
 )
 from acode_dagster.quality import FRESHNESS_CHECK, MIRROR_CHECK, PARTITION_CHECKS
 from acode_dagster.tables import TABLES, Table
@@ -175,12 +188,18 @@ def read_checks(
 
 def _is_bronze_run(instance: dg.DagsterInstance, run_id: str) -> bool:
     """Whether the run set out to materialize a bronze asset (whatever job it ran as)."""
+    return bool(_bronze_tables(instance, run_id))
+
+
+def _bronze_tables(instance: dg.DagsterInstance, run_id: str) -> tuple[str, ...]:
+    """The bronze tables the run set out to materialize (planned when the run was created)."""
     planned = instance.all_logs(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION_PLANNED)
-    return any(
-        entry.dagster_event.asset_key.path[:1] == [GROUP]
+    keys = [
+        entry.dagster_event.asset_key.path
         for entry in planned
         if entry.dagster_event and entry.dagster_event.asset_key
-    )
+    ]
+    return tuple(sorted({path[-1] for path in keys if path[:1] == [GROUP]}))
 
 
 def _interrupted(event: dg.DagsterEvent | None) -> bool:
@@ -352,6 +371,127 @@ def read_route_events(
         state.route_mark = mark
 
 
+# CANCELING: a run asked to stop is still running (and holding the source) until it stops.
+_RUNNING = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+_ENDINGS = {
+    dg.DagsterRunStatus.SUCCESS: "succeeded",
+    dg.DagsterRunStatus.FAILURE: "failed",
+    dg.DagsterRunStatus.CANCELED: "was cancelled",
+}
+_UNRESOLVED_S = 24 * 3600.0
+"""How long after its end a run alerted by a killed tick is still looked for, to resolve it."""
+
+
+def read_running_syncs(
+    instance: dg.DagsterInstance, now: float
+) -> list[tuple[RunningSync, Mapping[str, str]]]:
+    """The bronze runs in progress at ``now`` (Unix seconds), each with its tags."""
+    found = []
+    # No limit: the runs in progress are bounded by the run queue and the source pool.
+    for record in instance.get_run_records(dg.RunsFilter(statuses=_RUNNING)):
+        run = record.dagster_run
+        tables = _bronze_tables(instance, run.run_id)
+        if not tables:
+            continue
+        # start_time is None only on a storage without the run stats columns; the creation
+        # time then, which counts a wait in the queue too.
+        started = record.start_time or record.create_timestamp.timestamp()
+        sync = RunningSync(
+            run_id=run.run_id,
+            job=run.job_name,
+            partition=run.tags.get("dagster/partition"),
+            tables=tables,
+            minutes=max(0.0, now - started) / 60,
+            started_at=started,
+        )
+        found.append((sync, run.tags))
+    return found
+
+
+def _unresolved(
+    instance: dg.DagsterInstance, known: Mapping[str, SlaOpen], now: float
+) -> dict[str, SlaOpen]:
+    """Runs ended in the last day, tagged as alerted for their duration, whose end was never
+    told and which the cursor does not know: a tick that alerted was killed before saving it
+    (see :func:`acode_dagster.observability.sla.told_by_tags`)."""
+    records = instance.get_run_records(
+        dg.RunsFilter(
+            tags={SLA_TAG: ["warn", "error"]},
+            statuses=list(_ENDINGS),
+            updated_after=datetime.fromtimestamp(now - _UNRESOLVED_S, UTC),
+        )
+    )
+    found: dict[str, SlaOpen] = {}
+    for record in records:
+        run = record.dagster_run
+        if run.run_id in known:
+            continue
+        told = told_by_tags(
+            run.tags,
+            job=run.job_name,
+            partition=run.tags.get("dagster/partition"),
+            tables=_bronze_tables(instance, run.run_id),
+            started_at=record.start_time or record.create_timestamp.timestamp(),
+        )
+        if told is not None:
+            found[run.run_id] = told
+    return found
+
+
+def _run_end(instance: dg.DagsterInstance, run_id: str) -> RunEnd | None:
+    """How a run no longer in progress ended; None while it has not (yet) ended."""
+    records = instance.get_run_records(dg.RunsFilter(run_ids=[run_id]), limit=1)
+    if not records:
+        return RunEnd("is no longer recorded")
+    record = records[0]
+    outcome = _ENDINGS.get(record.dagster_run.status)
+    if outcome is None:
+        return None
+    return RunEnd(outcome, record.end_time or record.update_timestamp.timestamp())
+
+
+def read_sync_sla(
+    instance: dg.DagsterInstance, state: AlertState, alerting: AlertingResource, now: float
+) -> tuple[list[Alert], tuple[RunningSync, ...]]:
+    """Alerts for bronze runs running past the sync-duration thresholds, and for the end of
+    those alerted; updates ``state``. Also the runs in progress, for the metrics.
+
+    A run whose stage rises is tagged with it (``acode/sync_sla``, ``acode/sync_sla_minutes``),
+    so the run's page in the UI shows it. The tag moves the run's update time; if the run
+    has failed by then, :meth:`AlertState.run_is_news` keeps it from being told twice.
+    """
+    seen = read_running_syncs(instance, now)
+    running = tuple(sync for sync, _ in seen)
+    known = {**_unresolved(instance, state.sla, now), **state.sla}
+    ended = {
+        run_id: end
+        for run_id in no_longer_running(known, running)
+        if (end := _run_end(instance, run_id)) is not None
+    }
+    step = sla_step(
+        known,
+        running,
+        alerting.sla_thresholds(),
+        ended,
+        links={run_id: alerting.run_url(run_id) for run_id in [*known, *ended]}
+        | {sync.run_id: alerting.run_url(sync.run_id) for sync in running},
+        now=now,
+    )
+    state.sla = step.open
+    tags = {sync.run_id: run_tags for sync, run_tags in seen}
+    # Tagged before the alert goes: a tick killed after sending leaves the tag behind.
+    for run_id, told in step.raised.items():
+        # A replayed tick raises the same stage again: the tag is already there.
+        if tags.get(run_id, {}).get(SLA_TAG) != told.stage:
+            instance.add_run_tags(
+                run_id, {SLA_TAG: told.stage, SLA_MINUTES_TAG: f"{told.minutes:.2f}"}
+            )
+    for run_id, end in ended.items():
+        if run_id not in step.open and end.ended_at is not None:
+            instance.add_run_tags(run_id, {SLA_ENDED_TAG: end.outcome})
+    return step.alerts, running
+
+
 @dataclass(frozen=True)
 class TickResult:
     """What one evaluation of the alert sensor did."""
@@ -362,6 +502,10 @@ class TickResult:
     pending: int
     """Alerts still to deliver."""
     given_up: list[GivenUp]
+    running: tuple[RunningSync, ...] = ()
+    """The bronze runs in progress at this tick (for the running-time metric)."""
+    sent: tuple[tuple[str, str, str], ...] = ()
+    """``(severity, channel, action)`` of each notification delivered (for the metrics)."""
 
     def summary(self) -> str:
         text = (
@@ -425,6 +569,10 @@ def alert_tick(
         log(f"alerting starts now; {len(found)} earlier problem(s) taken as already known")
         state.pending = []
         found = []
+    # After the first-tick reset: a run running long now is no history, and even the first
+    # tick tells it.
+    sla_found, running = read_sync_sla(instance, state, alerting, clock)
+    found += sla_found
     known = {item.alert.id for item in state.pending}
     for alert in found:
         # The same alert found twice (an event recorded twice) is told once.
@@ -451,7 +599,14 @@ def alert_tick(
             )
         )
         ledger.abort(gone.alert.id, gone.channel)
-    return TickResult(state.to_json(), len(delivered), len(state.pending), given_up)
+    return TickResult(
+        state.to_json(),
+        len(delivered),
+        len(state.pending),
+        given_up,
+        running,
+        sent=tuple((alert.severity, channel, alert.action) for alert, channel in delivered),
+    )
 
 
 @dg.sensor(
@@ -460,7 +615,9 @@ def alert_tick(
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Sends every failed bronze check (ERROR and WARN), freshness failure, failed or "
-        "cancelled bronze run and route change to Slack, and ERROR-level and critical ones to "
+        "cancelled bronze run, bronze run running past ACODE_SYNC_WARN_MINUTES or "
+        "ACODE_SYNC_ERROR_MINUTES (and its end) and route change to Slack, and ERROR-level and "
+        "critical ones to "
         "PagerDuty, once each, across outages and crashes; gives up on an alert that cannot be "
         "delivered (ACODE_ALERT_GIVE_UP_H), and says so."
     ),
@@ -472,4 +629,18 @@ def acode_alert_sensor(
         context.instance, context.cursor, alerting, context.log.info, warn=context.log.warning
     )
     context.update_cursor(result.cursor)
+    emit_tick_metrics(result, alerting.metrics.client(context.log.warning))
     return dg.SkipReason(result.summary())
+
+
+def emit_tick_metrics(result: TickResult, metrics: Metrics) -> None:
+    """What the tick delivered, left pending and gave up, and the bronze runs still going
+    (the sync-duration SLA's figure); never raises."""
+    metrics.alerts(
+        result.sent, pending=result.pending, given_up=[gone.channel for gone in result.given_up]
+    )
+    metrics.running(
+        (table, sync.partition, sync.job, sync.minutes)
+        for sync in result.running
+        for table in sync.tables
+    )

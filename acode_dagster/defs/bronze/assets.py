@@ -18,10 +18,13 @@ from acode_dagster.defs.bronze.checks import (
     row_count_history,
 )
 from acode_dagster.defs.bronze.partitions import daily_partitions
+from acode_dagster.defs.observability.business import business_metadata
+from acode_dagster.defs.observability.resources import MetricsResource
 from acode_dagster.defs.redundancy.state import read_route
 from acode_dagster.defs.resources import AcodeSourcesResource, BronzeResource, ReplicatorResource
 from acode_dagster.errors import AcodeError
 from acode_dagster.failover import opposite
+from acode_dagster.observability.sla import SlaThresholds, stage_of
 from acode_dagster.quality import evaluate_partition
 from acode_dagster.replicator import SyncResult
 from acode_dagster.routing import Role
@@ -56,16 +59,25 @@ def partition_metadata(manifest: Manifest, url: str) -> dict[str, dg.MetadataVal
 
 
 def materialization_metadata(
-    result: SyncResult, route_source: str, route_bucket: str, server: str
+    result: SyncResult,
+    route_source: str,
+    route_bucket: str,
+    server: str,
+    *,
+    sla: SlaThresholds | None = None,
 ) -> dict[str, dg.MetadataValue]:
     return {
         **partition_metadata(result.manifest, result.bronze_url),
         "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
         "rows_per_second": dg.MetadataValue.float(round(result.rows_per_second, 1)),
+        # The weekly report reads these two (and "seconds") by name.
+        "sync_minutes": dg.MetadataValue.float(round(result.seconds / 60, 3)),
+        "sla": dg.MetadataValue.text(stage_of(result.seconds, sla or SlaThresholds())),
         "source_server": dg.MetadataValue.text(server),
         "source_role": dg.MetadataValue.text(route_source),
         "bucket_role": dg.MetadataValue.text(route_bucket),
         **{key: _metadata_value(value) for key, value in result.extra.items()},
+        **business_metadata(result.business),
     }
 
 
@@ -110,6 +122,7 @@ def build_bronze_asset(table: Table) -> dg.AssetsDefinition:
         acode_sources: AcodeSourcesResource,
         bronze: BronzeResource,
         replicator: ReplicatorResource,
+        metrics: MetricsResource,
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         day = parse_partition_key(context.partition_key)
         route = read_route(context.instance)
@@ -141,10 +154,17 @@ def build_bronze_asset(table: Table) -> dg.AssetsDefinition:
                 "route then in force"
             )
             raise dg.RetryRequested(max_retries=replicator.retries, seconds_to_wait=wait) from exc
+        # Never raises, and is bounded: a metrics endpoint that is down cannot fail the sync.
+        emitter = metrics.client(context.log.warning)
+        emitter.sync(result, side=route.source, bucket=route.bucket, replicator=replicator.kind)
         if result.published:
             yield dg.MaterializeResult(
                 metadata=materialization_metadata(
-                    result, route.source, route.bucket, source.address
+                    result,
+                    route.source,
+                    route.bucket,
+                    source.address,
+                    sla=replicator.sla_thresholds(),
                 )
             )
         for verdict in result.verdicts:
@@ -152,9 +172,18 @@ def build_bronze_asset(table: Table) -> dg.AssetsDefinition:
             log(f"check {verdict.check} {verdict.outcome}: {verdict.measured}")
             yield check_result(verdict, result)
         if result.published:
-            yield mirror_published(
+            mirrored = mirror_published(
                 context, bronze, table, day, published_on=route.bucket, result=result
             )
+            emitter.check(
+                table.name,
+                result.partition,
+                mirrored.check_name or "mirror",
+                mirrored.passed,
+                mirrored.severity.value,
+            )
+            emitter.flush()
+            yield mirrored
         if not result.published:
             failed = ", ".join(
                 f"{v.check} ({v.measured})" for v in blocking_failures(result.verdicts)

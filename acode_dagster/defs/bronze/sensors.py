@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from acode_dagster.defs.bronze.checks import bronze_key, check_result, evaluate_freshness
+from acode_dagster.defs.observability.resources import MetricsResource
+from acode_dagster.quality import Verdict
 from acode_dagster.tables import TABLES
 
 FRESHNESS_INTERVAL_S = 300
@@ -23,12 +25,22 @@ def freshness_tick(
     instance: dg.DagsterInstance, cursor: str | None, now: datetime
 ) -> tuple[str, list[dg.AssetCheckEvaluation]]:
     """The new cursor and the evaluations to record: one per table whose outcome changed."""
+    cursor, evaluations, _ = freshness_verdicts(instance, cursor, now)
+    return cursor, evaluations
+
+
+def freshness_verdicts(
+    instance: dg.DagsterInstance, cursor: str | None, now: datetime
+) -> tuple[str, list[dg.AssetCheckEvaluation], dict[str, Verdict]]:
+    """:func:`freshness_tick`, and every table's verdict of this tick (changed or not)."""
     previous: dict[str, str] = json.loads(cursor) if cursor else {}
     outcomes: dict[str, str] = {}
+    verdicts: dict[str, Verdict] = {}
     evaluations = []
     for table in TABLES:
         verdict = evaluate_freshness(instance, table, now)
         outcomes[table.name] = verdict.outcome
+        verdicts[table.name] = verdict
         if previous.get(table.name) == verdict.outcome:
             continue
         result = check_result(verdict)
@@ -42,7 +54,7 @@ def freshness_tick(
                 metadata=result.metadata,
             )
         )
-    return json.dumps(outcomes, sort_keys=True), evaluations
+    return json.dumps(outcomes, sort_keys=True), evaluations, verdicts
 
 
 @dg.sensor(
@@ -54,8 +66,15 @@ def freshness_tick(
         "its blocking checks passed) and records it when it changes."
     ),
 )
-def acode_freshness_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-    cursor, evaluations = freshness_tick(context.instance, context.cursor, datetime.now(UTC))
+def acode_freshness_sensor(
+    context: dg.SensorEvaluationContext, metrics: MetricsResource
+) -> dg.SensorResult:
+    cursor, evaluations, verdicts = freshness_verdicts(
+        context.instance, context.cursor, datetime.now(UTC)
+    )
+    metrics.client(context.log.warning).freshness(
+        {name: _age_hours(verdict) for name, verdict in verdicts.items()}
+    )
     for evaluation in evaluations:
         outcome = "passes" if evaluation.passed else f"fails ({evaluation.severity.value})"
         context.log.info(
@@ -63,3 +82,8 @@ def acode_freshness_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResu
             f"{evaluation.description}"
         )
     return dg.SensorResult(asset_events=evaluations, cursor=cursor)
+
+
+def _age_hours(verdict: Verdict) -> float | None:
+    age = verdict.metadata.get("age_hours")
+    return float(age) if isinstance(age, int | float) else None

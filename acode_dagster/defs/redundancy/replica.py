@@ -28,19 +28,21 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import dagster as dg
-from dagster._utils.schedules import is_valid_cron_string
 from pydantic import Field
 
 from acode_dagster.defs.bronze.checks import bronze_key
 from acode_dagster.defs.bronze.jobs import bronze_acode_job
 from acode_dagster.defs.bronze.partitions import daily_partitions
+from acode_dagster.defs.cron import schedule_cron
+from acode_dagster.defs.observability.resources import MetricsResource
 from acode_dagster.defs.redundancy.resources import RedundancyResource
 from acode_dagster.defs.redundancy.state import EVENT_FIELD, REDUNDANCY_KEY, read_route
 from acode_dagster.defs.resources import AcodeSourcesResource, BronzeResource
-from acode_dagster.errors import AcodeError, ConfigError, redact
+from acode_dagster.errors import AcodeError, redact
 from acode_dagster.failover import RouteEvent
+from acode_dagster.observability.metrics import Metrics
 from acode_dagster.routing import BACKUP, PRIMARY
-from acode_dagster.settings import Settings
+from acode_dagster.settings import DEFAULT_REPLICA_CHECK_CRON, Settings
 from acode_dagster.source.checksum import (
     Reconciliation,
     WindowCheck,
@@ -170,6 +172,7 @@ def replica_consistency(
     context: dg.AssetCheckExecutionContext,
     acode_sources: AcodeSourcesResource,
     redundancy: RedundancyResource,
+    metrics: MetricsResource,
 ) -> dg.AssetCheckResult:
     days = check_days(redundancy.replica_check_days, datetime.now(UTC))
     windows = replica_windows(TABLES, days)
@@ -177,6 +180,7 @@ def replica_consistency(
         primary, backup = acode_sources.endpoint(PRIMARY), acode_sources.endpoint(BACKUP)
     except AcodeError as exc:
         checks = [WindowCheck(w.table.name, w.day, "error", error=str(exc)) for w in windows]
+        emit_window_metrics(checks, metrics.client(context.log.warning))
         return replica_check_result(checks, days)
     checks = check_windows(
         primary,
@@ -190,7 +194,21 @@ def replica_consistency(
         (context.log.info if check.verdict == "equal" else context.log.warning)(
             f"{check.verdict}: {check.describe()}"
         )
+    emit_window_metrics(checks, metrics.client(context.log.warning))
     return replica_check_result(checks, days)
+
+
+def emit_window_metrics(checks: Sequence[WindowCheck], metrics: Metrics) -> None:
+    """Each window's outcome (a difference is an error, lagging or unreadable a warning, as
+    the check's own severity goes) and the lag the check measured; never raises."""
+    for check in checks:
+        severity = "ERROR" if check.verdict == "differs" else "WARN"
+        day = check.day.isoformat() if check.day else None
+        metrics.check(check.table, day, CHECK_NAME, check.verdict == "equal", severity)
+    lag = next((c.lag_s for c in checks if c.lag_s is not None), None)
+    if lag is not None:
+        metrics.emit("acode.replica.lag_seconds", lag, side=BACKUP)
+    metrics.flush()
 
 
 replica_check_job = dg.define_asset_job(
@@ -205,13 +223,9 @@ replica_check_job = dg.define_asset_job(
 
 
 def _cron(settings: Settings) -> str:
-    cron = settings.replica_check_cron
-    if not is_valid_cron_string(cron):
-        raise ConfigError(
-            f"ACODE_REPLICA_CHECK_CRON={cron!r} is not a cron schedule Dagster accepts; use five "
-            "fields, e.g. '30 5 * * *' (05:30 every day, São Paulo time)"
-        )
-    return cron
+    return schedule_cron(
+        "ACODE_REPLICA_CHECK_CRON", settings.replica_check_cron, DEFAULT_REPLICA_CHECK_CRON
+    )
 
 
 replica_check_schedule = dg.ScheduleDefinition(

@@ -13,7 +13,7 @@ the other lacks, and a re-sync on the new route of those neither holds, keyed by
 version so that the daemon launches each once.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -26,6 +26,7 @@ from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 from acode_dagster import audit
 from acode_dagster.defs.bronze.jobs import bronze_acode_job
 from acode_dagster.defs.bronze.repair import bronze_repair_job
+from acode_dagster.defs.observability.resources import MetricsResource
 from acode_dagster.defs.redundancy.catchup import catch_up_requests
 from acode_dagster.defs.redundancy.resources import RedundancyResource
 from acode_dagster.defs.redundancy.state import (
@@ -252,6 +253,16 @@ def health_tick(
     return tick
 
 
+def route_changes(events: Sequence[RouteEvent]) -> list[tuple[str, str, str]]:
+    """``(part, kind, to_role)`` of each part the events moved, for the failover metric."""
+    return [
+        (part, event.kind, event.to_role)
+        for event in events
+        if event.changes_route and event.to_role is not None
+        for part in event.parts
+    ]
+
+
 def audit_route_change(event: RouteEvent) -> None:
     """The audit record of an automatic route change, by the health sensor (never raises)."""
     audit.record(
@@ -287,12 +298,22 @@ def _healthy(results: Mapping[str, ProbeResult], target: str) -> bool:
 )
 def acode_health_sensor(
     context: dg.SensorEvaluationContext,
+    *,
     acode_sources: AcodeSourcesResource,
     bronze: BronzeResource,
     redundancy: RedundancyResource,
     replicator: ReplicatorResource,
+    metrics: MetricsResource,
 ) -> dg.SensorResult:
     tick = health_tick(context.instance, acode_sources, bronze, redundancy, replicator=replicator)
+    # After the commit, never raising, bounded (a few seconds at worst): the tick's decision
+    # stands whatever the metrics endpoints do.
+    metrics.client(context.log.warning).health(
+        tick.results,
+        source=tick.state.route.source,
+        bucket=tick.state.route.bucket,
+        changes=route_changes(tick.events),
+    )
     context.log.info(
         f"probe phase: {len(tick.results)} probes at once in {tick.probe_s:.2f} s "
         f"(budget {redundancy.probe_budget_s:g} s)"
